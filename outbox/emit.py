@@ -1,0 +1,283 @@
+"""``emit``: write an event to the outbox in the caller's transaction.
+
+For an ORM ``Session`` the row is written when the session flushes, so an
+entity's generated primary key and column values are read after the INSERT
+that made them, and the row commits or rolls back with the business change.
+``emit`` itself never flushes, commits or queries: it adds one INSERT to the
+flush the transaction does anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Any, Mapping
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import insert, inspect
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import NoInspectionAvailable
+from sqlalchemy.orm import Session, scoped_session
+
+from . import codec, settings
+from .envelope import JSON_CONTENT_TYPE, format_time, join_span_context
+from .ids import new_event_id
+from .table import get_outbox_table, partition_for
+from .tracing import current_trace_context
+
+_EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
+_PENDING = "strangler.pending_events"
+_HOOKED = "strangler.hooked"
+
+
+class EmitError(ValueError):
+    """An event cannot be written; the message names the entity, attribute or argument."""
+
+
+@dataclasses.dataclass
+class _PendingEvent:
+    id: str
+    type: str
+    entity: Any
+    data: Mapping[str, Any] | None
+    aggregate: str | None
+    key: str | None
+    headers: Mapping[str, str] | None
+    time: dt.datetime
+    traceparent: str | None
+    tracestate: str | None
+
+
+def emit(
+    target: Any,
+    type: str,
+    entity: Any = None,
+    *,
+    data: Mapping[str, Any] | None = None,
+    aggregate: str | None = None,
+    key: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> str:
+    """Record event ``type`` in the outbox within ``target``'s transaction; return its id.
+
+    ``target`` is a SQLAlchemy ``Session`` (or scoped session such as
+    Flask-SQLAlchemy's ``db.session``), a Core ``Connection``, or a DB-API
+    connection. With ``entity`` (a mapped object) the event carries its mapped
+    column values, read at flush, and its primary key is the aggregate id;
+    ``data`` adds or overrides fields. Without an entity, ``aggregate`` names the
+    aggregate type and ``key`` its id (default: the aggregate type itself, so
+    such events are ordered per aggregate type).
+    """
+    if not isinstance(type, str) or not _EVENT_TYPE.match(type):
+        raise EmitError(
+            f"event type {type!r} must be 1-255 letters, digits, '.', '_' or '-', "
+            "e.g. 'shop.order.created'"
+        )
+    if entity is None and not aggregate:
+        raise EmitError(f"emit({type!r}): pass the entity, or aggregate='<name>' when there is none")
+    if entity is not None:
+        _mapper_of(entity)
+    if data is not None:
+        if not isinstance(data, Mapping):
+            raise EmitError(f"emit({type!r}): data must be a mapping, not {data.__class__.__name__}")
+        codec.to_jsonable(data, "data")  # fail now, at the call, not at commit
+    if headers is not None and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise EmitError(f"emit({type!r}): headers must map str to str")
+    sealer = settings.current().sealer
+    if sealer is not None:
+        sealer.check_type(type)
+
+    traceparent, tracestate = current_trace_context()
+    pending = _PendingEvent(
+        id=new_event_id(),
+        type=type,
+        entity=entity,
+        data=data,
+        aggregate=aggregate,
+        key=None if key is None else str(key),
+        headers=headers,
+        time=dt.datetime.now(dt.timezone.utc),
+        traceparent=traceparent,
+        tracestate=tracestate,
+    )
+
+    if isinstance(target, scoped_session):
+        target = target()
+    if isinstance(target, Session):
+        _queue(target, pending)
+    elif isinstance(target, Connection):
+        target.execute(insert(_table()), [_row(pending)])
+    elif hasattr(target, "cursor") and callable(target.cursor):
+        _write_dbapi(target, [_row(pending)])
+    else:
+        raise EmitError(
+            f"emit({type!r}): target must be a SQLAlchemy Session, scoped session, Connection "
+            f"or DB-API connection, not {target.__class__.__name__}"
+        )
+    return pending.id
+
+
+def _table():
+    return get_outbox_table(settings.current().table_name)
+
+
+def _mapper_of(entity: Any):
+    try:
+        return inspect(entity).mapper
+    except (NoInspectionAvailable, AttributeError):
+        raise EmitError(
+            f"{entity.__class__.__name__} is not a mapped SQLAlchemy entity; "
+            "pass aggregate= and data= instead"
+        ) from None
+
+
+def aggregate_type_of(cls: type) -> str:
+    """Return the aggregate type of a mapped class: ``__strangler_aggregate__`` or its snake_case name."""
+    explicit = getattr(cls, "__strangler_aggregate__", None)
+    if explicit:
+        return str(explicit)
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+def _entity_fields(entity: Any) -> tuple[str, str, dict[str, Any]]:
+    """Return (aggregatetype, aggregateid, column values) of a flushed entity.
+
+    Values come from the loaded state, never from a lazy load: emitting must
+    not issue a SELECT. Attributes not loaded (deferred, or server defaults
+    expired after the INSERT) are left out.
+    """
+    state = inspect(entity)
+    mapper = state.mapper
+    cls_name = mapper.class_.__name__
+    if state.key is not None:
+        identity = state.key[1]
+    else:
+        identity = tuple(state.dict.get(mapper.get_property_by_column(c).key) for c in mapper.primary_key)
+    if any(part is None for part in identity):
+        raise EmitError(
+            f"{cls_name} has no primary key at flush: add it to the session before the "
+            "transaction commits (emit reads the key after the INSERT)"
+        )
+    values: dict[str, Any] = {}
+    for attr in mapper.column_attrs:
+        if attr.key in state.dict:
+            value = state.dict[attr.key]
+            try:
+                codec.to_jsonable(value, f"{cls_name}.{attr.key}")
+            except codec.UnserializableValue as exc:
+                raise EmitError(str(exc)) from None
+            values[attr.key] = value
+    aggregateid = ":".join(str(part) for part in identity)
+    return aggregate_type_of(mapper.class_), aggregateid, values
+
+
+def _row(pending: _PendingEvent) -> dict[str, Any]:
+    conf = settings.current()
+    if pending.entity is not None:
+        aggregatetype, aggregateid, values = _entity_fields(pending.entity)
+        if pending.aggregate:
+            aggregatetype = pending.aggregate
+        if pending.key is not None:
+            aggregateid = pending.key
+    else:
+        aggregatetype = pending.aggregate
+        aggregateid = pending.key if pending.key is not None else pending.aggregate
+        values = {}
+    if pending.data:
+        values.update(pending.data)
+    plaintext = codec.dumps(values, pending.type)
+    content_type, payload = JSON_CONTENT_TYPE, plaintext
+    if conf.sealer is not None:
+        attributes = {
+            "id": pending.id,
+            "type": pending.type,
+            "source": conf.source,
+            "subject": aggregateid,
+            "time": format_time(pending.time),
+        }
+        content_type, payload = conf.sealer.seal(attributes, plaintext)
+    return {
+        "id": pending.id,
+        "aggregatetype": aggregatetype,
+        "aggregateid": aggregateid,
+        "type": pending.type,
+        "payload": payload,
+        "timestamp": pending.time,
+        "tracingspancontext": join_span_context(pending.traceparent, pending.tracestate),
+        "source": conf.source,
+        "content_type": content_type,
+        "headers": dict(pending.headers) if pending.headers else None,
+        "lease_partition": partition_for(aggregatetype, aggregateid),
+        "attempts": 0,
+    }
+
+
+# -- Session: queue at the call, write at flush ------------------------------------------
+
+
+def _queue(session: Session, pending: _PendingEvent) -> None:
+    if not session.info.get(_HOOKED):
+        sa_event.listen(session, "after_flush", _after_flush)
+        sa_event.listen(session, "before_commit", _before_commit)
+        sa_event.listen(session, "after_rollback", _after_rollback)
+        session.info[_HOOKED] = True
+    session.info.setdefault(_PENDING, []).append(pending)
+
+
+def _write_pending(session: Session) -> None:
+    queue = session.info.get(_PENDING)
+    if not queue:
+        return
+    rows = [_row(pending) for pending in queue]  # may raise: nothing written yet
+    session.info[_PENDING] = []
+    session.connection().execute(insert(_table()), rows)
+
+
+def _after_flush(session: Session, flush_context: Any) -> None:
+    _write_pending(session)
+
+
+def _before_commit(session: Session) -> None:
+    # An emit after the last flush (e.g. of an entity flushed earlier) has no
+    # flush left to ride on; commit's own flush would find the session clean.
+    if session.info.get(_PENDING):
+        session.flush()
+        _write_pending(session)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info[_PENDING] = []
+
+
+# -- DB-API connections: legacy modules with a raw cursor ---------------------------------
+
+
+def _write_dbapi(connection: Any, rows: list[dict[str, Any]]) -> None:
+    import json
+
+    table = _table()
+    columns = list(rows[0])
+    placeholder = "?" if type(connection).__module__.startswith("sqlite3") else "%s"
+    quote = "`" if "mysql" in type(connection).__module__.lower() else '"'
+    sql = "INSERT INTO {t} ({c}) VALUES ({p})".format(
+        t=table.name,
+        c=", ".join(f"{quote}{c}{quote}" for c in columns),
+        p=", ".join([placeholder] * len(columns)),
+    )
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        if isinstance(value, dict):
+            return json.dumps(value)
+        return value
+
+    cursor = connection.cursor()
+    try:
+        for row in rows:
+            cursor.execute(sql, [convert(row[c]) for c in columns])
+    finally:
+        cursor.close()

@@ -1,0 +1,208 @@
+"""The event envelope: CloudEvents 1.0 attributes, shared by emit, the relay and consumers.
+
+An ``Envelope`` is what travels: routable attributes in the clear, ``data`` as
+bytes whose meaning ``datacontenttype`` gives (``application/json``, or
+``application/jose+json`` when encrypted). Routers map it onto their protocol's
+CloudEvents binding; ``to_structured`` / ``from_structured`` is the JSON event
+format for protocols without headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import re
+from typing import Any, Mapping
+
+SPECVERSION = "1.0"
+JSON_CONTENT_TYPE = "application/json"
+JOSE_CONTENT_TYPE = "application/jose+json"
+
+#: CloudEvents extension attributes strangler sets, beside the core ones.
+EXTENSIONS = ("aggregatetype", "partitionkey", "traceparent")
+
+_CORE_REQUIRED = ("specversion", "id", "source", "type")
+_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+
+
+class EnvelopeError(ValueError):
+    """An event does not satisfy the CloudEvents 1.0 envelope."""
+
+
+def format_time(value: dt.datetime) -> str:
+    """Return ``value`` as an RFC 3339 UTC timestamp (``Z`` suffix, microseconds)."""
+    if value.tzinfo is None:
+        raise EnvelopeError("event time must be timezone-aware")
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> dt.datetime:
+    """Parse an RFC 3339 timestamp into an aware UTC datetime."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EnvelopeError(f"time {text!r} is not RFC 3339") from exc
+    if value.tzinfo is None:
+        raise EnvelopeError(f"time {text!r} has no UTC offset")
+    return value.astimezone(dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Envelope:
+    """One CloudEvent as strangler publishes it."""
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: dt.datetime
+    data: bytes
+    datacontenttype: str = JSON_CONTENT_TYPE
+    aggregatetype: str = ""
+    partitionkey: str = ""
+    traceparent: str | None = None
+    tracestate: str | None = None
+    specversion: str = SPECVERSION
+
+    def __post_init__(self):
+        validate_attributes(self.attributes())
+        if not isinstance(self.data, (bytes, bytearray)):
+            raise EnvelopeError("event data must be bytes")
+
+    @property
+    def encrypted(self) -> bool:
+        """True when ``data`` is a JWE rather than plain JSON."""
+        return self.datacontenttype == JOSE_CONTENT_TYPE
+
+    def attributes(self) -> dict[str, str]:
+        """Return the context attributes as strings (no data), unset extensions left out."""
+        attrs = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "subject": self.subject,
+            "time": format_time(self.time),
+            "datacontenttype": self.datacontenttype,
+            "aggregatetype": self.aggregatetype,
+            "partitionkey": self.partitionkey,
+        }
+        if self.traceparent:
+            attrs["traceparent"] = self.traceparent
+        if self.tracestate:
+            attrs["tracestate"] = self.tracestate
+        return {key: value for key, value in attrs.items() if value != ""}
+
+    @classmethod
+    def from_attributes(cls, attrs: Mapping[str, str], data: bytes) -> "Envelope":
+        """Build an envelope from context attributes (as read from headers) and data bytes."""
+        validate_attributes(attrs)
+        if attrs.get("specversion") != SPECVERSION:
+            raise EnvelopeError(f"specversion {attrs.get('specversion')!r} is not {SPECVERSION}")
+        return cls(
+            id=attrs["id"],
+            source=attrs["source"],
+            type=attrs["type"],
+            subject=attrs.get("subject", ""),
+            time=parse_time(attrs["time"]) if attrs.get("time") else _epoch(),
+            data=bytes(data),
+            datacontenttype=attrs.get("datacontenttype", JSON_CONTENT_TYPE),
+            aggregatetype=attrs.get("aggregatetype", ""),
+            partitionkey=attrs.get("partitionkey", ""),
+            traceparent=attrs.get("traceparent"),
+            tracestate=attrs.get("tracestate"),
+        )
+
+    @classmethod
+    def from_row(cls, row: Any) -> "Envelope":
+        """Build the envelope of an outbox row (a Row or mapping with the table's columns)."""
+        m = row._mapping if hasattr(row, "_mapping") else row
+        traceparent, tracestate = _split_span_context(m.get("tracingspancontext"))
+        return cls(
+            id=m["id"],
+            source=m["source"],
+            type=m["type"],
+            subject=m["aggregateid"],
+            time=m["timestamp"],
+            data=bytes(m["payload"] or b""),
+            datacontenttype=m["content_type"],
+            aggregatetype=m["aggregatetype"],
+            partitionkey=m["aggregateid"],
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+
+    def to_structured(self) -> dict[str, Any]:
+        """Return the CloudEvents JSON event format of this event.
+
+        JSON data is embedded as ``data`` (a JSON value); anything else,
+        including a JWE, travels as ``data_base64`` so the bytes arrive exactly.
+        """
+        doc: dict[str, Any] = dict(self.attributes())
+        if self.datacontenttype == JSON_CONTENT_TYPE:
+            doc["data"] = json.loads(self.data) if self.data else None
+        else:
+            doc["data_base64"] = base64.b64encode(self.data).decode("ascii")
+        return doc
+
+    def to_json(self) -> bytes:
+        """Return the structured form as compact UTF-8 JSON bytes."""
+        return json.dumps(self.to_structured(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_structured(cls, doc: Mapping[str, Any]) -> "Envelope":
+        """Parse the CloudEvents JSON event format written by ``to_structured``."""
+        if "data_base64" in doc:
+            data = base64.b64decode(doc["data_base64"])
+        elif doc.get("data") is not None:
+            data = json.dumps(doc["data"], separators=(",", ":"), ensure_ascii=False).encode()
+        else:
+            data = b""
+        attrs = {k: v for k, v in doc.items() if k not in ("data", "data_base64")}
+        return cls.from_attributes(attrs, data)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "Envelope":
+        """Parse structured-mode JSON bytes."""
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise EnvelopeError(f"not a JSON CloudEvent: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise EnvelopeError("not a JSON CloudEvent: the top level is not an object")
+        return cls.from_structured(doc)
+
+
+def validate_attributes(attrs: Mapping[str, Any]) -> None:
+    """Raise ``EnvelopeError`` unless ``attrs`` are valid CloudEvents 1.0 context attributes."""
+    for name in _CORE_REQUIRED:
+        if not attrs.get(name):
+            raise EnvelopeError(f"CloudEvent attribute {name!r} is required and must not be empty")
+    for name, value in attrs.items():
+        if not _ATTRIBUTE_NAME.match(name):
+            raise EnvelopeError(
+                f"CloudEvent attribute name {name!r} must be 1-20 lowercase letters or digits"
+            )
+        if not isinstance(value, str):
+            raise EnvelopeError(f"CloudEvent attribute {name!r} must be a string here")
+
+
+def _split_span_context(value: str | None) -> tuple[str | None, str | None]:
+    # Stored as "traceparent" or "traceparent;tracestate" (tracestate may hold commas).
+    if not value:
+        return None, None
+    parent, _, state = value.partition(";")
+    return parent or None, state or None
+
+
+def join_span_context(traceparent: str | None, tracestate: str | None) -> str | None:
+    """Return the ``tracingspancontext`` column value for a W3C trace context."""
+    if not traceparent:
+        return None
+    return f"{traceparent};{tracestate}" if tracestate else traceparent
+
+
+def _epoch() -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)

@@ -1,0 +1,294 @@
+"""Configuration: ``strangler.toml`` or ``[tool.strangler]``, then ``STRANGLER_*``, then flags.
+
+One typed object, ``Config``, with a section per part. Each field's type is
+checked; an unknown key or a bad value is a ``ConfigError`` naming the key,
+where it came from (file, environment variable or flag) and the expected form.
+
+To add a setting, add a field (with a default and a ``help`` in its metadata)
+to the section dataclass; loading, validation, environment variables and
+``docs/configuration.md`` follow from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+ENV_PREFIX = "STRANGLER_"
+
+
+class ConfigError(Exception):
+    """A configuration value is unknown or malformed; the message says where and what to write."""
+
+    exit_code = 2
+
+
+def _field(default: Any, help: str, **kwargs: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclasses.dataclass
+class RelayConfig:
+    """How the relay claims, publishes and retries."""
+
+    batch: int = _field(200, "rows claimed and published per batch (at least 1)")
+    max_attempts: int = _field(10, "failed publishes before a row is dead")
+    poll_interval: float = _field(0.5, "longest sleep between polls when idle, in seconds")
+    lease_seconds: float = _field(15.0, "how long a relay owns its partitions without renewing")
+    metrics_port: int = _field(0, "port of /metrics, /healthz and /readyz; 0 turns them off")
+
+
+@dataclasses.dataclass
+class CodemodsConfig:
+    """How ``scan`` and ``rewrite`` find state changes and name events."""
+
+    event_prefix: str = _field("app", "first segment of generated event types: <prefix>.<aggregate>.<verb>")
+    exclude: list[str] = _field([], "glob patterns of paths to leave alone")
+    skip_kinds: list[str] = _field([], "kinds of state change to leave alone everywhere")
+
+
+@dataclasses.dataclass
+class CryptoConfig:
+    """Where events are encrypted and where keys and the policy live."""
+
+    encrypt_at: Literal["emit", "relay", "off"] = _field(
+        "emit", "encrypt when the row is written ('emit'), in the relay ('relay'), or not ('off')"
+    )
+    keys_dir: str = _field(".strangler/keys", "folder of key files (private keys are mode 0600)")
+    policy: str = _field("strangler-policy.toml", "policy file: which services read which event types")
+
+
+@dataclasses.dataclass
+class Config:
+    """All of strangler's settings."""
+
+    source: str = _field("/monolith", "CloudEvents source of this producer, e.g. '/shop'")
+    db: str = _field("", "SQLAlchemy URL of the monolith's database")
+    router: str = _field("file://./strangler-events", "router URL: file://, redis://, amqp://, nats://, mqtt://")
+    outbox_table: str = _field("strangler_outbox", "name of the outbox table")
+    relay: RelayConfig = dataclasses.field(default_factory=RelayConfig)
+    codemods: CodemodsConfig = dataclasses.field(default_factory=CodemodsConfig)
+    crypto: CryptoConfig = dataclasses.field(default_factory=CryptoConfig)
+    #: Where the file values came from, for messages; not a setting.
+    origin: str = dataclasses.field(default="defaults", compare=False, repr=False)
+
+
+
+
+def _resolved_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _expected(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return "a list of strings"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any, *, from_text: bool) -> Any:
+    """Return ``value`` as type ``tp`` or raise ValueError; text (env, flags) is parsed."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError
+        return value
+    if origin is list:
+        if from_text and isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError
+        return list(value)
+    if tp is bool:
+        if from_text and isinstance(value, str):
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if not isinstance(value, bool):
+            raise ValueError
+        return value
+    if tp is int:
+        if from_text and isinstance(value, str):
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError
+        return value
+    if tp is float:
+        if from_text and isinstance(value, str):
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    raise ValueError
+
+
+def _check_bounds(config: "Config") -> None:
+    if config.relay.batch < 1:
+        raise ConfigError(f"relay.batch = {config.relay.batch}: expected an integer of at least 1 ({config.origin})")
+    if config.relay.max_attempts < 1:
+        raise ConfigError(
+            f"relay.max_attempts = {config.relay.max_attempts}: expected an integer of at least 1 ({config.origin})"
+        )
+    if not 0 <= config.relay.metrics_port <= 65535:
+        raise ConfigError(f"relay.metrics_port = {config.relay.metrics_port}: expected 0-65535 ({config.origin})")
+    if not config.source or any(c.isspace() for c in config.source):
+        raise ConfigError(f"source = {config.source!r}: expected a URI-reference such as '/shop' ({config.origin})")
+
+
+def _apply(target: Any, values: Mapping[str, Any], where: str, *, prefix: str = "", from_text: bool = False) -> None:
+    hints = _resolved_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target) if f.name != "origin"}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{where}: unknown key {dotted!r}; known keys here: {known}")
+        tp = hints[key]
+        if _is_section(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: {dotted!r} must be a table ([{dotted}])")
+            _apply(getattr(target, key), value, where, prefix=f"{dotted}.", from_text=from_text)
+            continue
+        try:
+            coerced = _coerce(tp, value, from_text=from_text)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{where}: {dotted} = {value!r}: expected {_expected(tp)}") from None
+        setattr(target, key, coerced)
+
+
+def find_config_file(start: Path) -> Path | None:
+    """Return ``strangler.toml`` or a ``pyproject.toml`` with ``[tool.strangler]``, searching upwards."""
+    for folder in (start, *start.parents):
+        candidate = folder / "strangler.toml"
+        if candidate.is_file():
+            return candidate
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                doc = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError:
+                continue
+            if "strangler" in doc.get("tool", {}):
+                return pyproject
+    return None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    if path.name == "pyproject.toml":
+        doc = doc.get("tool", {}).get("strangler", {})
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}: [tool.strangler] must be a table")
+    return doc
+
+
+def _environment_values(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Map dotted keys to (value, variable) for every ``STRANGLER_*`` variable naming a setting."""
+    out: dict[str, tuple[str, str]] = {}
+    hints = _resolved_hints(Config)
+    for field in dataclasses.fields(Config):
+        if field.name == "origin":
+            continue
+        tp = hints[field.name]
+        if _is_section(tp):
+            for sub in dataclasses.fields(tp):
+                var = f"{ENV_PREFIX}{field.name}_{sub.name}".upper()
+                if var in environ:
+                    out[f"{field.name}.{sub.name}"] = (environ[var], var)
+        else:
+            var = f"{ENV_PREFIX}{field.name}".upper()
+            if var in environ:
+                out[field.name] = (environ[var], var)
+    return out
+
+
+def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            nested.setdefault(head, {})[tail] = value
+        else:
+            nested[head] = value
+    return nested
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Load the configuration: file, then environment, then ``overrides`` (dotted keys, e.g. from flags).
+
+    ``path`` names the file; without it ``strangler.toml`` or ``pyproject.toml``
+    is searched from ``cwd`` upwards, and none found means defaults.
+    Overrides whose value is ``None`` (a flag not given) are ignored.
+    """
+    environ = os.environ if environ is None else environ
+    config = Config()
+    file_path = Path(path) if path is not None else find_config_file(cwd or Path.cwd())
+    if file_path is not None:
+        config.origin = str(file_path)
+        _apply(config, _read_file(file_path), str(file_path))
+    for dotted, (value, var) in _environment_values(environ).items():
+        _apply(config, _nest({dotted: value}), f"environment variable {var}", from_text=True)
+    if overrides:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for dotted, value in given.items():
+            _apply(config, _nest({dotted: value}), f"option for {dotted}", from_text=isinstance(value, str))
+    _check_bounds(config)
+    return config
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """Return (key, environment variable, default, help) for every setting, for docs and --help."""
+    rows = []
+    hints = _resolved_hints(Config)
+    for field in dataclasses.fields(Config):
+        if field.name == "origin":
+            continue
+        tp = hints[field.name]
+        if _is_section(tp):
+            section_default = tp()
+            for sub in dataclasses.fields(tp):
+                rows.append(
+                    (
+                        f"{field.name}.{sub.name}",
+                        f"{ENV_PREFIX}{field.name}_{sub.name}".upper(),
+                        repr(getattr(section_default, sub.name)),
+                        sub.metadata.get("help", ""),
+                    )
+                )
+        else:
+            rows.append(
+                (field.name, f"{ENV_PREFIX}{field.name}".upper(), repr(field.default), field.metadata.get("help", ""))
+            )
+    return rows
