@@ -1,0 +1,69 @@
+"""Routers: publish CloudEvents to brokers, chosen by URL scheme through entry points.
+
+``open_router("redis://127.0.0.1:6379/0")`` finds the class registered under
+the ``strangler.routers`` entry-point group for the scheme (``redis``), so a
+third-party package adds a broker by declaring an entry point; nothing here
+changes. ``open_subscription`` opens the consumer side of the same router.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from .base import Delivery, Destinations, PublishResult, Router, RouterError, Subscription
+
+ENTRY_POINT_GROUP = "strangler.routers"
+
+__all__ = [
+    "Delivery",
+    "Destinations",
+    "PublishResult",
+    "Router",
+    "RouterError",
+    "Subscription",
+    "available_schemes",
+    "open_router",
+    "open_subscription",
+    "router_class",
+]
+
+
+def available_schemes() -> list[str]:
+    """Return the URL schemes of every installed router."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def router_class(url: str) -> type:
+    """Return the router class registered for ``url``'s scheme."""
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise RouterError(f"router URL {url!r} has no scheme; e.g. file://./events or redis://127.0.0.1:6379/0")
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == scheme]
+    if not matches:
+        raise RouterError(
+            f"no router for scheme {scheme!r} in {url!r}; installed: {', '.join(available_schemes())}. "
+            "A broker's router may need an extra, e.g. pip install 'strangler[redis]'"
+        )
+    try:
+        return matches[0].load()
+    except ImportError as exc:
+        raise RouterError(f"the {scheme!r} router cannot be loaded: {exc}") from exc
+
+
+def open_router(url: str, *, destinations: Destinations | None = None, **options: Any) -> Router:
+    """Open the router for ``url``; ``options`` are the router's own (e.g. TLS files)."""
+    cls = router_class(url)
+    return cls(url, destinations=destinations or Destinations(), **options)
+
+
+def open_subscription(
+    url: str, *, group: str, destinations: Iterable[str], **options: Any
+) -> Subscription:
+    """Open the consumer side of the router for ``url``, reading ``destinations`` as ``group``."""
+    cls = router_class(url)
+    subscribe = getattr(cls, "subscribe", None)
+    if subscribe is None:
+        raise RouterError(f"the router for {url!r} has no consumer side")
+    return subscribe(url, group=group, destinations=list(destinations), **options)
