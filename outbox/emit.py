@@ -81,7 +81,10 @@ def emit(
     if data is not None:
         if not isinstance(data, Mapping):
             raise EmitError(f"emit({type!r}): data must be a mapping, not {data.__class__.__name__}")
-        codec.to_jsonable(data, "data")  # fail now, at the call, not at commit
+        try:
+            codec.to_jsonable(data, "data")  # fail now, at the call, not at commit
+        except codec.UnserializableValue as exc:
+            raise EmitError(f"emit({type!r}): {exc}") from None
     if headers is not None and not all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
@@ -146,8 +149,9 @@ def _entity_fields(entity: Any) -> tuple[str, str, dict[str, Any]]:
     """Return (aggregatetype, aggregateid, column values) of a flushed entity.
 
     Values come from the loaded state, never from a lazy load: emitting must
-    not issue a SELECT. Attributes not loaded (deferred, or server defaults
-    expired after the INSERT) are left out.
+    not issue a SELECT. Attributes never set on a new object are NULL (None);
+    attributes not loaded (deferred, or server defaults expired after the
+    INSERT) are left out; ``eager_defaults=True`` on a mapper brings the latter in.
     """
     state = inspect(entity)
     mapper = state.mapper
@@ -162,14 +166,19 @@ def _entity_fields(entity: Any) -> tuple[str, str, dict[str, Any]]:
             "transaction commits (emit reads the key after the INSERT)"
         )
     values: dict[str, Any] = {}
+    expired = state.expired_attributes
     for attr in mapper.column_attrs:
         if attr.key in state.dict:
             value = state.dict[attr.key]
-            try:
-                codec.to_jsonable(value, f"{cls_name}.{attr.key}")
-            except codec.UnserializableValue as exc:
-                raise EmitError(str(exc)) from None
-            values[attr.key] = value
+        elif attr.key in expired or attr.deferred:
+            continue  # reading it would SELECT
+        else:
+            value = None  # never set on a new object: the column holds NULL
+        try:
+            codec.to_jsonable(value, f"{cls_name}.{attr.key}")
+        except codec.UnserializableValue as exc:
+            raise EmitError(str(exc)) from None
+        values[attr.key] = value
     aggregateid = ":".join(str(part) for part in identity)
     return aggregate_type_of(mapper.class_), aggregateid, values
 

@@ -24,6 +24,7 @@ def standalone_config(db_url: str, *, table_name: str | None = None) -> AlembicC
     cfg.set_main_option("version_locations", str(SCRIPT_DIR / "versions"))
     cfg.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))
     cfg.set_main_option("version_table", STANDALONE_VERSION_TABLE)
+    cfg.set_main_option("path_separator", "os")
     if table_name:
         cfg.set_main_option("strangler.outbox_table", table_name)
     return cfg
