@@ -1,0 +1,193 @@
+"""The outbox ships as an Alembic branch: standalone, or inside a monolith's own history."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, inspect
+
+from outbox import migrate
+from outbox.migrations import include_object
+from outbox.table import PARTITIONS, get_lease_table, metadata as outbox_metadata
+from toolkit.cli import cli
+
+
+def table_names(url):
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_standalone_upgrade_creates_the_tables_and_downgrade_removes_them(database_url):
+    cfg = migrate.standalone_config(database_url)
+    migrate.upgrade(cfg)
+    assert {"strangler_outbox", "strangler_outbox_leases", "strangler_alembic_version"} <= table_names(database_url)
+    assert migrate.current_revision(database_url) == migrate.head_revision()
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        insp = inspect(conn)
+        assert {ix["name"] for ix in insp.get_indexes("strangler_outbox")} >= {
+            "ix_strangler_outbox_pending",
+            "ix_strangler_outbox_aggregate",
+        }
+        leases = conn.execute(get_lease_table().select()).all()
+        assert sorted(r.lease_partition for r in leases) == list(range(PARTITIONS))
+        # the migration and the metadata agree: autogenerate proposes nothing
+        ctx = MigrationContext.configure(conn, opts={"version_table": "strangler_alembic_version"})
+        assert compare_metadata(ctx, outbox_metadata) == []
+    engine.dispose()
+
+    migrate.downgrade(cfg, "base")
+    assert not {"strangler_outbox", "strangler_outbox_leases"} & table_names(database_url)
+    assert migrate.current_revision(database_url) is None
+
+
+def test_a_configured_table_name_is_used_by_the_migration(sqlite_url):
+    migrate.upgrade(migrate.standalone_config(sqlite_url, table_name="shop_events"))
+    assert {"shop_events", "shop_events_leases"} <= table_names(sqlite_url)
+
+
+def _monolith_project(tmp_path, db_url, *, with_outbox_location=True):
+    """Write a small Alembic project of a monolith: one table, one revision of its own."""
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    locations = "%(here)s/migrations/versions" + (" outbox:migrations/versions" if with_outbox_location else "")
+    (tmp_path / "alembic.ini").write_text(
+        textwrap.dedent(
+            f"""\
+            [alembic]
+            script_location = %(here)s/migrations
+            version_locations = {locations}
+            path_separator = space
+            sqlalchemy.url = {db_url.replace('%', '%%')}
+            """
+        )
+    )
+    (tmp_path / "app_models.py").write_text(
+        textwrap.dedent(
+            """\
+            from sqlalchemy import Column, Integer, MetaData, String, Table
+            metadata = MetaData()
+            widgets = Table("widgets", metadata, Column("id", Integer, primary_key=True), Column("name", String(50)))
+            """
+        )
+    )
+    (tmp_path / "migrations" / "env.py").write_text(
+        textwrap.dedent(
+            """\
+            import sys, os
+            sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+            from alembic import context
+            from sqlalchemy import create_engine, pool
+            from app_models import metadata
+            import outbox.migrations
+
+            config = context.config
+            engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+            with engine.connect() as connection:
+                context.configure(
+                    connection=connection,
+                    target_metadata=metadata,
+                    include_object=outbox.migrations.include_object,
+                )
+                with context.begin_transaction():
+                    context.run_migrations()
+            engine.dispose()
+            """
+        )
+    )
+    (versions / "app_0001_widgets.py").write_text(
+        textwrap.dedent(
+            """\
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "app_0001"
+            down_revision = None
+            branch_labels = None
+            depends_on = None
+
+            def upgrade():
+                op.create_table("widgets", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(50)))
+
+            def downgrade():
+                op.drop_table("widgets")
+            """
+        )
+    )
+    return tmp_path / "alembic.ini"
+
+
+def test_a_monolith_gets_the_outbox_from_its_own_upgrade_heads(database_url, tmp_path):
+    ini = _monolith_project(tmp_path, database_url)
+    cfg = AlembicConfig(str(ini))
+    command.upgrade(cfg, "heads")
+    assert {"widgets", "strangler_outbox", "strangler_outbox_leases", "alembic_version"} <= table_names(database_url)
+
+    # its autogenerate, with include_object, does not propose to drop the outbox
+    app_metadata = MetaData()
+    Table("widgets", app_metadata, Column("id", Integer, primary_key=True), Column("name", String(50)))
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"include_object": include_object})
+        assert compare_metadata(ctx, app_metadata) == []
+        unfiltered = compare_metadata(MigrationContext.configure(conn), app_metadata)
+        assert any(op[0] == "remove_table" for op in unfiltered)  # what the hook prevents
+    engine.dispose()
+
+    command.downgrade(cfg, "strangler_outbox@base")
+    remaining = table_names(database_url)
+    assert "widgets" in remaining and "strangler_outbox" not in remaining
+
+
+def test_cli_migrates_into_the_monolith_history(sqlite_url, tmp_path):
+    ini = _monolith_project(tmp_path, sqlite_url)
+    result = CliRunner().invoke(cli, ["outbox", "migrate", "--alembic-ini", str(ini), "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    names = table_names(sqlite_url)
+    assert "strangler_outbox" in names and "widgets" not in names  # only the outbox branch ran
+    engine = create_engine(sqlite_url)
+    with engine.connect() as conn:
+        heads = {r[0] for r in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
+    engine.dispose()
+    assert heads == {"strangler_0001"}
+
+
+def test_cli_explains_a_missing_version_location(sqlite_url, tmp_path):
+    ini = _monolith_project(tmp_path, sqlite_url, with_outbox_location=False)
+    result = CliRunner().invoke(cli, ["outbox", "migrate", "--alembic-ini", str(ini)])
+    assert result.exit_code == 2
+    assert "outbox:migrations/versions" in result.output
+    assert str(ini) in result.output
+
+
+def test_cli_standalone_up_and_down(sqlite_url):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["outbox", "migrate", "--db", sqlite_url]).exit_code == 0
+    assert "strangler_outbox" in table_names(sqlite_url)
+    sql = runner.invoke(cli, ["outbox", "migrate", "--db", sqlite_url, "--sql"])
+    assert sql.exit_code == 0 and "CREATE TABLE strangler_outbox" in sql.output
+    assert runner.invoke(cli, ["outbox", "migrate", "--db", sqlite_url, "--to", "base"]).exit_code == 0
+    assert "strangler_outbox" not in table_names(sqlite_url)
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("not a url", "not a usable SQLAlchemy URL"),
+        ("postgresql+nosuchdriver://x/y", "not a usable SQLAlchemy URL"),
+    ],
+)
+def test_cli_rejects_a_bad_database_url(url, message):
+    result = CliRunner().invoke(cli, ["outbox", "migrate", "--db", url])
+    assert result.exit_code == 2
+    assert message in result.output

@@ -1,0 +1,94 @@
+"""The strangler command: every verb has help with an example; status reports the outbox."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from outbox import emit
+from outbox import migrate as outbox_migrate
+from toolkit.cli import cli
+
+
+def all_commands(group=cli, prefix=()):
+    for name, command in group.commands.items():
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from all_commands(command, prefix + (name,))
+
+
+def test_top_level_help_lists_the_groups_with_a_purpose():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert "outbox" in result.output
+    for name, command in cli.commands.items():
+        assert command.get_short_help_str().strip(), f"{name} has no one-line purpose"
+
+
+@pytest.mark.parametrize("path", [p for p, c in all_commands() if not isinstance(c, click.Group)], ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output, f"strangler {' '.join(path)} --help shows no example"
+
+
+def test_unknown_command_is_a_usage_error():
+    assert CliRunner().invoke(cli, ["frobnicate"]).exit_code == 2
+
+
+def test_a_bad_config_file_is_a_usage_error_naming_it(tmp_path):
+    bad = tmp_path / "strangler.toml"
+    bad.write_text("[relay]\nbatch = 'x'\n")
+    result = CliRunner().invoke(cli, ["--config", str(bad), "outbox", "status"])
+    assert result.exit_code == 2
+    assert str(bad) in result.output and "relay.batch" in result.output
+
+
+def test_status_counts_pending_published_and_dead(sqlite_url):
+    outbox_migrate.upgrade(outbox_migrate.standalone_config(sqlite_url))
+    engine = create_engine(sqlite_url)
+    with Session(engine) as session:
+        for n in range(3):
+            emit(session, "shop.order.created", aggregate="order", key=n)
+        session.commit()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE strangler_outbox SET published_at = '2026-01-01 00:00:00.000000' WHERE aggregateid = '0'"
+        )
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url, "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert (status["pending"], status["published"], status["dead"]) == (2, 1, 0)
+    assert status["oldest_pending_age_seconds"] >= 0
+
+    text = CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url])
+    assert "pending    2" in text.output
+
+
+def test_status_with_dead_rows_exits_1_and_lists_them(sqlite_url):
+    outbox_migrate.upgrade(outbox_migrate.standalone_config(sqlite_url))
+    engine = create_engine(sqlite_url)
+    with Session(engine) as session:
+        emit(session, "shop.order.created", aggregate="order", key=7)
+        session.commit()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE strangler_outbox SET dead_at = '2026-01-01 00:00:00.000000', attempts = 10, "
+            "last_error = 'broker rejected: too large'"
+        )
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url])
+    assert result.exit_code == 1
+    assert "too large" in result.output and "order/7" in result.output
+
+
+def test_status_on_a_database_without_the_outbox_says_what_to_run(sqlite_url):
+    result = CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url])
+    assert result.exit_code == 1
+    assert "strangler outbox migrate" in result.output

@@ -1,0 +1,88 @@
+"""Configuration: file, then STRANGLER_* variables, then flags; bad input names key and origin."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from toolkit.config import ConfigError, describe, find_config_file, load_config
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_defaults_without_any_file(tmp_path):
+    config = load_config(cwd=tmp_path, environ={})
+    assert config.relay.batch >= 100
+    assert config.router.startswith("file://")
+    assert config.crypto.encrypt_at == "emit"
+
+
+def test_file_then_environment_then_flags(tmp_path):
+    path = write(
+        tmp_path / "strangler.toml",
+        """\
+        source = "/shop"
+        db = "sqlite:///shop.db"
+        [relay]
+        batch = 50
+        max_attempts = 3
+        """,
+    )
+    config = load_config(path, environ={"STRANGLER_RELAY_BATCH": "75", "STRANGLER_DB": "sqlite:///env.db"})
+    assert (config.source, config.db, config.relay.batch, config.relay.max_attempts) == (
+        "/shop", "sqlite:///env.db", 75, 3,
+    )
+    config = load_config(path, environ={"STRANGLER_RELAY_BATCH": "75"}, overrides={"relay.batch": 5, "db": None})
+    assert config.relay.batch == 5 and config.db == "sqlite:///shop.db"
+
+
+def test_pyproject_tool_section_is_found_from_a_subfolder(tmp_path):
+    write(tmp_path / "pyproject.toml", '[project]\nname = "shop"\n[tool.strangler]\nsource = "/shop"\n')
+    sub = tmp_path / "app" / "views"
+    sub.mkdir(parents=True)
+    assert find_config_file(sub) == tmp_path / "pyproject.toml"
+    assert load_config(cwd=sub, environ={}).source == "/shop"
+
+
+def test_a_pyproject_without_the_section_is_not_a_config(tmp_path):
+    write(tmp_path / "pyproject.toml", '[project]\nname = "shop"\n')
+    assert find_config_file(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("sorce = '/shop'\n", r"strangler.toml: unknown key 'sorce'; known keys here: .*source"),
+        ("[relay]\nbatch = 'many'\n", r"strangler.toml: relay.batch = 'many': expected an integer"),
+        ("[relay]\nbtach = 1\n", r"unknown key 'relay.btach'"),
+        ("[crypto]\nencrypt_at = 'never'\n", r"crypto.encrypt_at = 'never': expected one of 'emit', 'relay', 'off'"),
+        ("relay = 3\n", r"'relay' must be a table"),
+        ("[relay]\nbatch = 0\n", r"relay.batch = 0: expected an integer of at least 1 \(.*strangler.toml\)"),
+        ("source = \n", r"strangler.toml: not valid TOML"),
+    ],
+)
+def test_bad_files_name_file_key_and_expected_form(tmp_path, text, message):
+    path = write(tmp_path / "strangler.toml", text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_bad_environment_values_name_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match=r"environment variable STRANGLER_RELAY_MAX_ATTEMPTS: .*expected an integer"):
+        load_config(cwd=tmp_path, environ={"STRANGLER_RELAY_MAX_ATTEMPTS": "lots"})
+
+
+def test_a_missing_named_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_every_setting_is_described_with_its_variable():
+    rows = describe()
+    keys = {key for key, *_ in rows}
+    assert {"source", "db", "router", "relay.batch", "crypto.encrypt_at", "codemods.event_prefix"} <= keys
+    assert all(var.startswith("STRANGLER_") and help_ for _, var, _, help_ in rows)
