@@ -86,3 +86,11 @@ def test_every_setting_is_described_with_its_variable():
     keys = {key for key, *_ in rows}
     assert {"source", "db", "router", "relay.batch", "crypto.encrypt_at", "codemods.event_prefix"} <= keys
     assert all(var.startswith("STRANGLER_") and help_ for _, var, _, help_ in rows)
+
+
+def test_the_configuration_doc_lists_every_setting():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    missing = [key for key, var, _, _ in describe() if f"`{key}`" not in doc or f"`{var}`" not in doc]
+    assert missing == [], f"docs/configuration.md does not describe {missing}"
