@@ -28,7 +28,6 @@ from .tracing import current_trace_context
 
 _EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 _PENDING = "strangler.pending_events"
-_HOOKED = "strangler.hooked"
 
 
 class EmitError(ValueError):
@@ -228,11 +227,6 @@ def _row(pending: _PendingEvent) -> dict[str, Any]:
 
 
 def _queue(session: Session, pending: _PendingEvent) -> None:
-    if not session.info.get(_HOOKED):
-        sa_event.listen(session, "after_flush", _after_flush)
-        sa_event.listen(session, "before_commit", _before_commit)
-        sa_event.listen(session, "after_rollback", _after_rollback)
-        session.info[_HOOKED] = True
     session.info.setdefault(_PENDING, []).append(pending)
 
 
@@ -258,7 +252,16 @@ def _before_commit(session: Session) -> None:
 
 
 def _after_rollback(session: Session) -> None:
-    session.info[_PENDING] = []
+    if session.info.get(_PENDING):
+        session.info[_PENDING] = []
+
+
+# Registered once on the Session class rather than per session: a per-session
+# listen() costs more than the rest of emit together. Sessions that never emit
+# pay one dict lookup per flush and commit.
+sa_event.listen(Session, "after_flush", _after_flush)
+sa_event.listen(Session, "before_commit", _before_commit)
+sa_event.listen(Session, "after_rollback", _after_rollback)
 
 
 # -- DB-API connections: legacy modules with a raw cursor ---------------------------------
