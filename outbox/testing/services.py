@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -29,13 +30,15 @@ def in_ci() -> bool:
 
 def service_url(name: str) -> str:
     """Return the URL of service ``name``, or skip/fail the test if it does not answer."""
-    env, default, port = SERVICES[name]
+    env, default, default_port = SERVICES[name]
     url = os.environ.get(env, default)
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
+        with socket.create_connection((host, port), timeout=2):
             pass
     except OSError as exc:
-        reason = f"{name} is not reachable on 127.0.0.1:{port} ({exc}); start it as .ci/run does"
+        reason = f"{name} is not reachable on {host}:{port} ({exc}); start it as .ci/run does"
         if in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
