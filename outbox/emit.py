@@ -1,10 +1,10 @@
 """``emit``: write an event to the outbox in the caller's transaction.
 
-For an ORM ``Session`` the row is written when the session flushes, so an
-entity's generated primary key and column values are read after the INSERT
-that made them, and the row commits or rolls back with the business change.
-``emit`` itself never flushes, commits or queries: it adds one INSERT to the
-flush the transaction does anyway.
+For an ORM ``Session`` the rows are written by the flush that commit does:
+an entity's generated primary key, and the column values the transaction
+leaves it with, are read after the statements that wrote them, and the rows
+commit or roll back with the business change. ``emit`` itself never
+flushes, commits or queries: it adds one INSERT to the commit.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def emit(
     ``target`` is a SQLAlchemy ``Session`` (or scoped session such as
     Flask-SQLAlchemy's ``db.session``), a Core ``Connection``, or a DB-API
     connection. With ``entity`` (a mapped object) the event carries its mapped
-    column values, read at flush, and its primary key is the aggregate id;
+    column values as the transaction leaves them (read at the flush commit does),
+    and its primary key is the aggregate id;
     ``data`` adds or overrides fields. Without an entity, ``aggregate`` names the
     aggregate type and ``key`` its id (default: the aggregate type itself, so
     such events are ordered per aggregate type).
@@ -223,7 +224,7 @@ def _row(pending: _PendingEvent) -> dict[str, Any]:
     }
 
 
-# -- Session: queue at the call, write at flush ------------------------------------------
+# -- Session: queue at the call, write at commit -----------------------------------------
 
 
 def _queue(session: Session, pending: _PendingEvent) -> None:
@@ -239,13 +240,9 @@ def _write_pending(session: Session) -> None:
     session.connection().execute(insert(_table()), rows)
 
 
-def _after_flush(session: Session, flush_context: Any) -> None:
-    _write_pending(session)
-
-
 def _before_commit(session: Session) -> None:
-    # An emit after the last flush (e.g. of an entity flushed earlier) has no
-    # flush left to ride on; commit's own flush would find the session clean.
+    # Flush first (commit would, next), so every entity has its generated key and
+    # the values the transaction leaves it with; then the events go in, last.
     if session.info.get(_PENDING):
         session.flush()
         _write_pending(session)
@@ -258,8 +255,7 @@ def _after_rollback(session: Session) -> None:
 
 # Registered once on the Session class rather than per session: a per-session
 # listen() costs more than the rest of emit together. Sessions that never emit
-# pay one dict lookup per flush and commit.
-sa_event.listen(Session, "after_flush", _after_flush)
+# pay one dict lookup per commit and rollback.
 sa_event.listen(Session, "before_commit", _before_commit)
 sa_event.listen(Session, "after_rollback", _after_rollback)
 

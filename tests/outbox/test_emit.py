@@ -65,8 +65,8 @@ def test_rollback_leaves_no_event(engine):
         order = Order(total=decimal.Decimal("1.00"))
         session.add(order)
         emit(session, "shop.order.created", order)
-        session.flush()  # the outbox row is written with the order's INSERT...
-        session.rollback()  # ...and goes with it
+        session.flush()
+        session.rollback()
     assert rows(engine) == []
 
 
@@ -97,6 +97,18 @@ def test_several_emits_in_one_transaction_keep_their_order(engine):
         ["shop.customer.created"] + ["shop.order.created"] * 5 + ["shop.customer.updated"]
     )
     assert [payload(r)["total"] for r in rows(engine)[1:6]] == [str(n) for n in range(5)]
+
+
+def test_the_event_carries_the_values_the_transaction_leaves(engine):
+    with Session(engine) as session:
+        order = Order(total=decimal.Decimal("0"))
+        session.add(order)
+        emit(session, "shop.order.created", order)
+        session.flush()  # an autoflush before the lines are priced
+        order.total = decimal.Decimal("30.00")
+        session.commit()
+    [row] = rows(engine)
+    assert payload(row)["total"] == "30.00"
 
 
 def test_an_emit_after_the_last_flush_is_still_written_at_commit(engine):
