@@ -62,6 +62,10 @@ class CryptoConfig:
     )
     keys_dir: str = _field(".strangler/keys", "folder of key files (private keys are mode 0600)")
     policy: str = _field("strangler-policy.toml", "policy file: which services read which event types")
+    producer: str = _field("", "name of this producer's signing key (kid <producer>-<n>); empty: the only one in keys_dir")
+    reuse_events: int = _field(1000, "events one content key serves per recipient set; 0: a new key per event")
+    reuse_seconds: float = _field(60.0, "seconds one content key serves per recipient set; 0: a new key per event")
+    curve: Literal["P-256", "X25519"] = _field("P-256", "curve of new consumer keys made by 'strangler keys new'")
 
 
 @dataclasses.dataclass
