@@ -1,0 +1,409 @@
+"""The consumer side: receive ▸ verify ▸ decrypt ▸ de-duplicate (inbox) ▸ handle, then ack.
+
+A service extracted from the monolith writes handlers and runs the loop::
+
+    from outbox.consumer import Consumer
+
+    billing = Consumer("billing", engine, keys_dir=".strangler/keys", policy="strangler-policy.toml")
+
+    @billing.handler("shop.order.created")
+    def invoice(event, session):
+        session.add(Invoice(order_id=event.data["id"], total=event.data["total"]))
+
+    billing.run("redis://127.0.0.1:6379/0", destinations=["order"])
+
+Each event is handled in one transaction of the service's database: the
+inbox row (consumer, event id) and the handler's writes commit together, and
+the broker is acked only after that commit. A redelivered event finds its id
+in the inbox and is acked with no second effect. A handler that raises rolls
+back; the event goes to the dead-letter table with the error, and the loop
+goes on. An event that fails verification (forged, tampered, not for this
+service, plaintext where encryption is expected) is dead-lettered with the
+reason, never handled. Dead letters keep the event as received: ciphertext.
+
+Without ``keys_dir``/``policy`` the consumer accepts only plaintext events (for
+``encrypt_at = "off"`` in development) and dead-letters encrypted ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import fnmatch
+import json
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .envelope import JOSE_CONTENT_TYPE, Envelope
+from .inbox import dead_letter_table, inbox_table
+from .routers import Delivery, Subscription, open_subscription
+
+log = logging.getLogger("outbox.consumer")
+
+Handler = Callable[["Event", Session], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """What a handler receives: the CloudEvent's attributes and its decrypted, decoded data."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: dt.datetime
+    data: Any
+    producer_kid: str | None
+    envelope: Envelope = dataclasses.field(repr=False)
+    redelivered: bool = False
+
+
+@dataclasses.dataclass
+class Stats:
+    """Counts of what the consumer did, per outcome."""
+
+    handled: int = 0
+    duplicate: int = 0
+    ignored: int = 0
+    dead: int = 0
+    rejected: int = 0
+    retried: int = 0
+
+    def total(self) -> int:
+        """Every delivery seen."""
+        return self.handled + self.duplicate + self.ignored + self.dead + self.rejected + self.retried
+
+
+class Consumer:
+    """One service's handlers, inbox and dead letters; ``run`` reads a router and handles events."""
+
+    def __init__(
+        self,
+        name: str,
+        db: Engine | sessionmaker | Callable[[], Session],
+        *,
+        keys_dir: str | None = None,
+        policy: str | None = None,
+        opener: Any = None,
+        max_age: float | None = None,
+    ):
+        if not name or len(name) > 128:
+            raise ValueError("consumer name must be 1-128 characters, e.g. the service name 'billing'")
+        self.name = name
+        self.sessions = sessionmaker(bind=db) if isinstance(db, Engine) else db
+        if opener is None and (keys_dir or policy):
+            if not (keys_dir and policy):
+                raise ValueError("pass both keys_dir and policy to verify and decrypt events")
+            from .crypto import KeyRing, Opener, load_policy
+
+            opener = Opener(name, KeyRing.load(keys_dir), load_policy(policy))
+        self.opener = opener
+        self.max_age = max_age
+        self.stats = Stats()
+        self._exact: dict[str, Handler] = {}
+        self._patterns: list[tuple[str, Handler]] = []
+        self._stop = threading.Event()
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def handler(self, event_type: str) -> Callable[[Handler], Handler]:
+        """Decorator: handle events of ``event_type`` (an exact type or an fnmatch pattern such as ``shop.order.*``)."""
+
+        def register(func: Handler) -> Handler:
+            self.add_handler(event_type, func)
+            return func
+
+        return register
+
+    def add_handler(self, event_type: str, func: Handler) -> None:
+        """Register ``func(event, session)`` for ``event_type``; exact types win over patterns."""
+        if any(ch in event_type for ch in "*?["):
+            self._patterns.append((event_type, func))
+        elif event_type in self._exact:
+            raise ValueError(f"{self.name}: a handler for {event_type!r} is already registered")
+        else:
+            self._exact[event_type] = func
+
+    def handler_for(self, event_type: str) -> Handler | None:
+        """Return the handler of ``event_type``, or None."""
+        found = self._exact.get(event_type)
+        if found is not None:
+            return found
+        for pattern, func in self._patterns:
+            if fnmatch.fnmatchcase(event_type, pattern):
+                return func
+        return None
+
+    # -- one delivery ---------------------------------------------------------------------------
+
+    def handle(self, delivery: Delivery) -> str:
+        """Process one delivery; ack or nack it; return the outcome.
+
+        Outcomes: ``handled``, ``duplicate`` (already in the inbox), ``ignored``
+        (no handler), ``dead`` (the handler raised), ``rejected`` (failed
+        verification), ``retry`` (the database could not record the outcome:
+        nacked, delivered again later).
+        """
+        envelope = delivery.envelope
+        func = self.handler_for(envelope.type)
+        if func is None:
+            delivery.ack()
+            return self._count("ignored")
+        try:
+            event = self._open(envelope, delivery.redelivered)
+        except _Rejected as exc:
+            return self._dead_letter(delivery, exc.reason, str(exc.cause), record_inbox=False, outcome="rejected")
+
+        try:
+            with self.sessions() as session:
+                with session.begin():
+                    if self._seen(session, envelope.id):
+                        outcome = "duplicate"
+                    else:
+                        outcome = "handled"
+                        try:
+                            self._record(session, envelope, "handled")
+                        except IntegrityError:
+                            raise _Duplicate() from None
+                        try:
+                            func(event, session)
+                            session.flush()
+                        except Exception as exc:  # the handler's failure, not the consumer's
+                            raise _HandlerFailed(exc) from exc
+        except _HandlerFailed as failed:
+            log.warning(
+                "%s: handler for %s failed on event %s: %s",
+                self.name, envelope.type, envelope.id, _describe(failed.cause),
+            )
+            return self._dead_letter(delivery, "handler", _describe(failed.cause), record_inbox=True, outcome="dead")
+        except _Duplicate:
+            # Another consumer process recorded this id first: its transaction has the effect.
+            delivery.ack()
+            return self._count("duplicate")
+        except IntegrityError as exc:  # a constraint the handler's writes broke, checked at commit
+            return self._dead_letter(delivery, "handler", _describe(exc), record_inbox=True, outcome="dead")
+        except Exception as exc:
+            log.error("%s: cannot record event %s (will be redelivered): %s", self.name, envelope.id, _describe(exc))
+            delivery.nack()
+            return self._count("retry")
+        delivery.ack()
+        return self._count(outcome)
+
+    def _count(self, outcome: str) -> str:
+        attr = "retried" if outcome == "retry" else outcome
+        setattr(self.stats, attr, getattr(self.stats, attr) + 1)
+        return outcome
+
+    def _open(self, envelope: Envelope, redelivered: bool) -> Event:
+        if self.opener is not None:
+            from .crypto import RejectedEvent
+
+            try:
+                opened = self.opener.open(envelope)
+            except RejectedEvent as exc:
+                raise _Rejected(exc.reason, exc) from None
+            data_bytes, producer_kid = opened.data, opened.producer_kid
+        elif envelope.datacontenttype == JOSE_CONTENT_TYPE:
+            raise _Rejected(
+                "not-for-us",
+                f"event {envelope.id} is encrypted, but consumer {self.name} has no keys: pass keys_dir and policy",
+            )
+        else:
+            data_bytes, producer_kid = envelope.data, None
+        if self.max_age is not None:
+            age = (dt.datetime.now(dt.timezone.utc) - envelope.time).total_seconds()
+            if age > self.max_age:
+                raise _Rejected(
+                    "replay",
+                    f"event {envelope.id} is {age:.0f} s old, older than max_age {self.max_age:.0f} s "
+                    "(a replay of an old event, or a backlog older than the inbox keeps ids)",
+                )
+        try:
+            data = json.loads(data_bytes) if data_bytes else None
+        except ValueError:
+            raise _Rejected("malformed", f"event {envelope.id}: data is not JSON") from None
+        return Event(
+            id=envelope.id,
+            type=envelope.type,
+            source=envelope.source,
+            subject=envelope.subject,
+            time=envelope.time,
+            data=data,
+            producer_kid=producer_kid,
+            envelope=envelope,
+            redelivered=redelivered,
+        )
+
+    def _seen(self, session: Session, event_id: str) -> bool:
+        found = session.execute(
+            select(inbox_table.c.event_id).where(
+                inbox_table.c.consumer == self.name, inbox_table.c.event_id == event_id
+            )
+        ).first()
+        return found is not None
+
+    def _record(self, session: Session, envelope: Envelope, outcome: str) -> None:
+        session.execute(
+            insert(inbox_table).values(
+                consumer=self.name,
+                event_id=envelope.id,
+                type=envelope.type,
+                source=envelope.source,
+                outcome=outcome,
+                handled_at=dt.datetime.now(dt.timezone.utc),
+            )
+        )
+        session.flush()
+
+    def _dead_letter(self, delivery: Delivery, reason: str, error: str, *, record_inbox: bool, outcome: str) -> str:
+        envelope = delivery.envelope
+        try:
+            with self.sessions() as session:
+                with session.begin():
+                    if record_inbox:
+                        if self._seen(session, envelope.id):
+                            delivery.ack()
+                            return self._count("duplicate")
+                        self._record(session, envelope, "dead")
+                    session.execute(
+                        insert(dead_letter_table).values(
+                            consumer=self.name,
+                            event_id=envelope.id,
+                            type=envelope.type,
+                            source=envelope.source,
+                            reason=reason,
+                            error=error[:10000],
+                            event=envelope.to_json(),  # as received: ciphertext if it was encrypted
+                            received_at=dt.datetime.now(dt.timezone.utc),
+                        )
+                    )
+        except IntegrityError:
+            delivery.ack()
+            return self._count("duplicate")
+        except Exception as exc:
+            log.error("%s: cannot dead-letter event %s (will be redelivered): %s", self.name, envelope.id, _describe(exc))
+            delivery.nack()
+            return self._count("retry")
+        if outcome == "rejected":
+            log.warning("%s: rejected event %s (%s): %s", self.name, envelope.id, reason, error)
+        delivery.ack()
+        return self._count(outcome)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the event it is handling."""
+        self._stop.set()
+
+    def run(
+        self,
+        router_url: str | None = None,
+        *,
+        destinations: Iterable[str] = (),
+        group: str | None = None,
+        subscription: Subscription | None = None,
+        batch: int = 100,
+        poll: float = 1.0,
+        until_idle: bool = False,
+        max_events: int | None = None,
+        install_signals: bool = True,
+        **options: Any,
+    ) -> Stats:
+        """Receive and handle events until ``stop()`` (or SIGTERM/SIGINT); return the counts.
+
+        ``group`` is the consumer group (default: the consumer's name), so
+        several processes of one service share the work. ``until_idle`` returns
+        once a receive comes back empty (tests, batch jobs); ``max_events``
+        returns after that many deliveries.
+        """
+        if subscription is None:
+            if not router_url:
+                raise ValueError("pass router_url (e.g. redis://127.0.0.1:6379/0) or subscription")
+            subscription = open_subscription(
+                router_url, group=group or self.name, destinations=list(destinations), **options
+            )
+        self._stop.clear()
+        restore = self._install_signals() if install_signals else {}
+        seen = 0
+        backoff = 0.0
+        try:
+            while not self._stop.is_set():
+                deliveries = subscription.receive(max_events=batch, timeout=poll)
+                if not deliveries and until_idle:
+                    break
+                retried = False
+                for index, delivery in enumerate(deliveries):
+                    if self._stop.is_set() or (max_events is not None and seen >= max_events):
+                        for rest in deliveries[index:]:
+                            rest.nack()
+                        break
+                    outcome = self.handle(delivery)
+                    seen += 1
+                    if outcome == "retry":
+                        # The database is unhealthy: give the rest back and wait.
+                        for rest in deliveries[index + 1:]:
+                            rest.nack()
+                        retried = True
+                        break
+                if max_events is not None and seen >= max_events:
+                    break
+                if retried:
+                    backoff = min(max(backoff * 2, 0.1), 5.0)
+                    self._stop.wait(backoff)
+                else:
+                    backoff = 0.0
+        finally:
+            for signum, previous in restore.items():
+                signal.signal(signum, previous)
+            subscription.close()
+        return self.stats
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: self.stop())
+        return previous
+
+    # -- dead letters ------------------------------------------------------------------------------
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Return this consumer's dead letters, oldest first (the event as received, reason, error)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(dead_letter_table)
+                .where(dead_letter_table.c.consumer == self.name)
+                .order_by(dead_letter_table.c.position)
+            ).all()
+        return [dict(row._mapping) for row in rows]
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, cause: Any):
+        super().__init__(str(cause))
+        self.reason = reason
+        self.cause = cause
+
+
+class _Duplicate(Exception):
+    pass
+
+
+class _HandlerFailed(Exception):
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
