@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         f"outbox.crypto needs the 'crypto' extra ({exc.name} is missing): pip install 'strangler[crypto]'"
     ) from None
 
-from .keys import KeyFileError, KeyInfo, KeyRing, new_key, retire_key, rotate_key
+from .keys import KeyFileError, KeyInfo, KeyRing, load_key_file, new_key, retire_key, rotate_key
 from .open import Opened, Opener, RejectedEvent
 from .policy import Policy, PolicyError, load_policy
 from .seal import PolicyCheck, SealError, Sealer, relay_transform
@@ -40,6 +40,7 @@ __all__ = [
     "RejectedEvent",
     "SealError",
     "Sealer",
+    "load_key_file",
     "load_policy",
     "new_key",
     "producer_crypto",

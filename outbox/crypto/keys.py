@@ -253,6 +253,26 @@ def _load_keys(folder: Path) -> list[KeyInfo]:
     return list(infos.values())
 
 
+def load_key_file(path: str | os.PathLike[str]) -> KeyInfo:
+    """Read one key file, public or private (any name; a file holding ``d`` must be mode 0600)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KeyFileError(f"{path}: no such key file")
+    if path.name.endswith(_PRIVATE_SUFFIX):
+        check_private_mode(path)
+    doc = _read_json(path)
+    private = "d" in doc
+    if private:
+        check_private_mode(path)
+    key, use, alg, curve = _import(doc, path, private=private)
+    name, version = parse_kid(doc["kid"])
+    public = import_key(key.as_dict(private=False)) if private else key
+    return KeyInfo(
+        doc["kid"], name, version, use, alg, curve, doc.get("created", ""), doc.get("retired"),
+        public, key if private else None, path,
+    )
+
+
 def _load_public(path: Path) -> KeyInfo:
     doc = _read_json(path)
     key, use, alg, curve = _import(doc, path, private=False)

@@ -12,6 +12,8 @@ import click
 
 COMMANDS = [
     "outbox",
+    "keys",
+    "events",
 ]
 
 

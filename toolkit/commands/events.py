@@ -1,0 +1,215 @@
+"""``strangler events``: look at the events on a router, and decrypt one, as a person would.
+
+``tail`` reads with a throw-away consumer group and never acknowledges, so it
+never takes events from a real consumer. Without ``--key`` it shows the
+attributes and who an encrypted event is for; with ``--key`` (a service's
+private key file, mode 0600) it decrypts, and verifies the signature when the
+producer's public key is in the keys folder.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import click
+
+from ..context import Problems, load
+
+
+@click.group(name="events")
+def command() -> None:
+    """Tail and decrypt the events on a router."""
+
+
+def _opener(key_files: tuple[str, ...], keys_dir: str, policy_path: str | None):
+    """Return an Opener holding the given private key(s) and the producers' public keys, or None."""
+    if not key_files:
+        return None
+    try:
+        from outbox import crypto
+        from outbox.crypto.keys import KeyRing
+        from outbox.crypto.policy import Policy
+    except ImportError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        own = [crypto.load_key_file(path) for path in key_files]
+    except crypto.KeyFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    if any(k.private is None or k.use != "enc" for k in own):
+        raise click.UsageError("--key takes a service's private encryption key file (<service>-<n>.private.jwk)")
+    services = {k.name for k in own}
+    if len(services) > 1:
+        raise click.UsageError(f"--key files belong to several services ({', '.join(sorted(services))}); pass one's")
+    service = services.pop()
+    producers = []
+    try:
+        folder_ring = KeyRing.load(keys_dir)
+        producers = [k for k in folder_ring.keys.values() if k.use == "sig"]
+    except crypto.KeyFileError:
+        pass  # no folder: decrypt, report the signature as unverifiable
+    if policy_path:
+        try:
+            policy = crypto.load_policy(policy_path)
+        except crypto.PolicyError as exc:
+            raise click.UsageError(str(exc)) from None
+    else:
+        # Looking, not consuming: trust every producer key on file, accept plaintext.
+        policy = Policy(plaintext=["*"], trust={service: sorted({k.name for k in producers})}, origin="--key")
+    ring = KeyRing([*own, *producers])
+    return crypto.Opener(service, ring, policy)
+
+
+def _describe(envelope, opener) -> tuple[dict, bool]:
+    """Return (what to show, ok) for one event."""
+    shown = {k: v for k, v in envelope.attributes().items() if k != "specversion"}
+    ok = True
+    if envelope.encrypted:
+        try:
+            jwe = json.loads(envelope.data)
+            shown["recipients"] = [r.get("header", {}).get("kid") for r in jwe.get("recipients", [])]
+        except (ValueError, AttributeError):
+            shown["recipients"] = None
+    if opener is not None:
+        from outbox.crypto import RejectedEvent
+
+        try:
+            opened = opener.open(envelope)
+        except RejectedEvent as exc:
+            shown["rejected"] = {"reason": exc.reason, "error": str(exc)}
+            return shown, False
+        shown["signed_by"] = opened.producer_kid
+        shown["data"] = _json_or_text(opened.data)
+    elif not envelope.encrypted:
+        shown["data"] = _json_or_text(envelope.data)
+    return shown, ok
+
+
+def _json_or_text(data: bytes):
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return data.decode("utf-8", "replace")
+
+
+def _echo(shown: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(shown, ensure_ascii=False))
+        return
+    head = f"{shown.get('time', '-')}  {shown['type']}  {shown['id']}  subject={shown.get('subject', '')}"
+    click.echo(head)
+    if "rejected" in shown:
+        click.echo(f"    REJECTED {shown['rejected']['error']}")
+    elif "data" in shown:
+        signer = f" (signed by {shown['signed_by']})" if shown.get("signed_by") else ""
+        click.echo(f"    data{signer}: {json.dumps(shown['data'], ensure_ascii=False)}")
+    elif "recipients" in shown:
+        click.echo(f"    encrypted for {', '.join(map(str, shown['recipients'] or []))}; pass --key to decrypt")
+
+
+_KEY = click.option(
+    "--key", "key_files", multiple=True, type=click.Path(dir_okay=False),
+    help="A service's private key file (mode 0600) to decrypt with; repeat for several versions.",
+)
+_KEYS_DIR = click.option("--keys-dir", help="Folder with the producers' public keys, to verify signatures.")
+_POLICY = click.option("--policy", help="Policy file: verify trust as the service would (default: trust every producer key on file).")
+
+
+@command.command("tail")
+@click.option("--router", "router_url", help="Router URL (default: router from config).")
+@click.option("--destination", "destinations", multiple=True, required=True,
+              help="Stream / queue / subject / topic to read, e.g. order; repeatable.")
+@_KEY
+@_KEYS_DIR
+@_POLICY
+@click.option("--count", type=int, default=None, help="Stop after this many events.")
+@click.option("--follow", is_flag=True, help="Keep waiting for new events (Ctrl-C to stop).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@click.pass_context
+def tail_command(ctx, router_url, destinations, key_files, keys_dir, policy, count, follow, as_json):
+    """Show events on a router; with --key, decrypted and verified.
+
+    \b
+    Reads with a throw-away consumer group and never acknowledges.
+    Exit code 1 if an event failed verification or decryption.
+
+    \b
+    Examples:
+      strangler events tail --router file://./strangler-events --destination order
+      strangler events tail --router redis://127.0.0.1:6379/0 --destination order \\
+          --key .strangler/keys/billing-1.private.jwk --json
+    """
+    from outbox.routers import RouterError, open_subscription
+
+    config = load(ctx, router=router_url, crypto__keys_dir=keys_dir)
+    opener = _opener(key_files, config.crypto.keys_dir, policy)
+    group = f"strangler-tail-{uuid.uuid4().hex[:8]}"
+    try:
+        subscription = open_subscription(config.router, group=group, destinations=list(destinations))
+    except RouterError as exc:
+        raise click.UsageError(str(exc)) from None
+    seen, failed = 0, 0
+    try:
+        while count is None or seen < count:
+            deliveries = subscription.receive(max_events=100, timeout=1.0)
+            if not deliveries and not follow:
+                break
+            for delivery in deliveries:
+                shown, ok = _describe(delivery.envelope, opener)
+                failed += not ok
+                _echo(shown, as_json)
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+    except KeyboardInterrupt:
+        pass
+    except RouterError as exc:
+        raise Problems(str(exc)) from None
+    finally:
+        subscription.close()
+    if failed:
+        raise Problems(f"{failed} of {seen} events failed verification or decryption")
+
+
+@command.command("decrypt")
+@click.argument("source", type=click.File("rb"), default="-")
+@_KEY
+@_KEYS_DIR
+@_POLICY
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event, with its attributes.")
+@click.pass_context
+def decrypt_command(ctx, source, key_files, keys_dir, policy, as_json):
+    """Decrypt and verify CloudEvents (structured JSON, one per line) from SOURCE or stdin.
+
+    \b
+    Without --json, prints each event's decrypted data as one JSON line.
+    Exit code 1 if an event failed verification or decryption.
+
+    \b
+    Example:
+      tail -n1 strangler-events/order.jsonl | strangler events decrypt --key billing-1.private.jwk
+    """
+    from outbox.envelope import Envelope, EnvelopeError
+
+    if not key_files:
+        raise click.UsageError("pass --key FILE: the private key of a service the event is encrypted for")
+    config = load(ctx, crypto__keys_dir=keys_dir)
+    opener = _opener(key_files, config.crypto.keys_dir, policy)
+    failed = 0
+    for number, line in enumerate(source, 1):
+        if not line.strip():
+            continue
+        try:
+            envelope = Envelope.from_json(line)
+        except EnvelopeError as exc:
+            raise click.UsageError(f"{getattr(source, 'name', 'stdin')}: line {number}: {exc}") from None
+        shown, ok = _describe(envelope, opener)
+        if not ok:
+            failed += 1
+            click.echo(f"line {number}: {shown['rejected']['error']}", err=True)
+            continue
+        click.echo(json.dumps(shown if as_json else shown.get("data"), ensure_ascii=False))
+    if failed:
+        raise Problems(f"{failed} event(s) failed verification or decryption")
+
+
