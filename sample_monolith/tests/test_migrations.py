@@ -1,4 +1,4 @@
-"""The shop's Alembic history upgrades and downgrades on a fresh SQLite file, and ends at the models."""
+"""The shop's Alembic history runs up and down on a fresh SQLite file and ends at the models."""
 
 import argparse
 import configparser
@@ -69,7 +69,8 @@ def test_loyalty_migration_backfills_points_from_past_orders(url):
         connection.execute(
             text(
                 "INSERT INTO customers (id, email, name, marketing_opt_in, created_at) VALUES "
-                "(1, 'a@example.com', 'A', 0, '2020-01-01'), (2, 'b@example.com', 'B', 0, '2020-01-01')"
+                "(1, 'a@example.com', 'A', 0, '2020-01-01'), "
+                "(2, 'b@example.com', 'B', 0, '2020-01-01')"
             )
         )
         connection.execute(

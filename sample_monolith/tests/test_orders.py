@@ -60,7 +60,8 @@ def test_out_of_stock_places_nothing(app, client, place, stock, mails):
 def test_unknown_or_empty_orders_are_refused(client, place, customer):
     assert place(("NOPE", 1)).status_code == 404
     assert place(("TEA", 0)).status_code == 400
-    assert client.post("/orders", json={"lines": [{"sku": "TEA", "quantity": 1}]}).status_code == 400
+    no_customer = {"lines": [{"sku": "TEA", "quantity": 1}]}
+    assert client.post("/orders", json=no_customer).status_code == 400
     assert place(("TEA", 1), customer_id=999).status_code == 404
 
 

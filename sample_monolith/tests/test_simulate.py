@@ -27,7 +27,8 @@ def test_simulation_is_deterministic_and_repeatable(tmp_path, app):
 
     assert first["orders"] == other["orders"]
     assert again["customers"] == first["customers"]
-    assert [o["total_cents"] for o in again["orders"]] == [o["total_cents"] for o in first["orders"]]
+    totals = [o["total_cents"] for o in first["orders"]]
+    assert [o["total_cents"] for o in again["orders"]] == totals
     assert len(read_spool(app.config["MAIL_SPOOL"])) == 6
 
 

@@ -25,7 +25,8 @@ def rebuild_daily_sales(day):
         rows = cursor.fetchall()
         for product_id, units, revenue in rows:
             cursor.execute(
-                "INSERT INTO daily_sales (day, product_id, units, revenue_cents) VALUES (?, ?, ?, ?)",
+                "INSERT INTO daily_sales (day, product_id, units, revenue_cents) "
+                "VALUES (?, ?, ?, ?)",
                 (day, product_id, units, revenue),
             )
         conn.commit()
