@@ -76,6 +76,14 @@ class _ContentKey:
     recipients: list[dict]
     born: float
     uses: int = 0
+    #: The JWE's leading members, identical for every event of the window: serialised once.
+    prefix: bytes = b""
+
+    def __post_init__(self):
+        self.prefix = (
+            '{"protected":"' + PROTECTED_B64 + '","recipients":'
+            + json.dumps(self.recipients, separators=(",", ":")) + ',"aad":"'
+        ).encode("ascii")
 
 
 def wrap_content_key(cek: bytes, recipients: list[KeyInfo]) -> list[dict]:
@@ -182,15 +190,14 @@ class Sealer:
         aad_b64 = b64(aad_bytes(attributes))
         iv = os.urandom(12)
         sealed = content_key.aead.encrypt(iv, jws, (PROTECTED_B64 + "." + aad_b64).encode("ascii"))
-        jwe = {
-            "protected": PROTECTED_B64,
-            "recipients": content_key.recipients,
-            "aad": aad_b64,
-            "iv": b64(iv),
-            "ciphertext": b64(sealed[:-16]),
-            "tag": b64(sealed[-16:]),
-        }
-        return json.dumps(jwe, separators=(",", ":")).encode("ascii")
+        # {"protected", "recipients", "aad", "iv", "ciphertext", "tag"}: every value is base64url or
+        # the cached recipients JSON, so concatenation gives the same bytes json.dumps would.
+        return b"".join((
+            content_key.prefix, aad_b64.encode("ascii"),
+            b'","iv":"', b64(iv).encode("ascii"),
+            b'","ciphertext":"', b64(sealed[:-16]).encode("ascii"),
+            b'","tag":"', b64(sealed[-16:]).encode("ascii"), b'"}',
+        ))
 
     def _content_key(self, readers: tuple[str, ...]) -> _ContentKey:
         now = time.monotonic()
