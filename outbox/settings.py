@@ -1,8 +1,8 @@
 """Process-wide outbox settings: the producer's identity and how payloads are sealed.
 
-A monolith calls ``outbox.configure(...)`` once at start-up (the toolkit does it
-from ``strangler.toml``). Without it, ``STRANGLER_SOURCE`` and
-``STRANGLER_OUTBOX_TABLE`` are read from the environment.
+A monolith calls ``outbox.configure(...)`` once at start-up, or leaves it to
+the environment: ``STRANGLER_SOURCE``, ``STRANGLER_OUTBOX_TABLE`` and the
+``STRANGLER_CRYPTO_*`` variables, the same names the ``strangler`` command reads.
 """
 
 from __future__ import annotations
@@ -46,9 +46,31 @@ class OutboxSettings:
 
 
 def _from_environment() -> OutboxSettings:
+    """Settings from the same variables the ``strangler`` command reads.
+
+    With ``STRANGLER_CRYPTO_POLICY`` set, events are sealed per
+    ``STRANGLER_CRYPTO_ENCRYPT_AT`` (``emit`` by default) with the keys in
+    ``STRANGLER_CRYPTO_KEYS_DIR``, so a monolith is switched to encrypted
+    events by its deployment, without a code change.
+    """
+    sealer = None
+    policy = os.environ.get("STRANGLER_CRYPTO_POLICY")
+    encrypt_at = os.environ.get("STRANGLER_CRYPTO_ENCRYPT_AT", "emit")
+    if policy and encrypt_at != "off":
+        from .crypto import producer_crypto
+
+        sealer = producer_crypto(
+            encrypt_at,
+            os.environ.get("STRANGLER_CRYPTO_KEYS_DIR", ".strangler/keys"),
+            policy,
+            producer=os.environ.get("STRANGLER_CRYPTO_PRODUCER", ""),
+            reuse_events=int(os.environ.get("STRANGLER_CRYPTO_REUSE_EVENTS", "1000")),
+            reuse_seconds=float(os.environ.get("STRANGLER_CRYPTO_REUSE_SECONDS", "60")),
+        ).sealer
     return OutboxSettings(
         source=os.environ.get("STRANGLER_SOURCE", "/monolith"),
         table_name=os.environ.get("STRANGLER_OUTBOX_TABLE", DEFAULT_TABLE_NAME),
+        sealer=sealer,
     )
 
 
