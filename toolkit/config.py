@@ -51,6 +51,17 @@ class CodemodsConfig:
     event_prefix: str = _field("app", "first segment of generated event types: <prefix>.<aggregate>.<verb>")
     exclude: list[str] = _field([], "glob patterns of paths to leave alone")
     skip_kinds: list[str] = _field([], "kinds of state change to leave alone everywhere")
+    skip: list[str] = _field([], "per-path opt-outs 'GLOB:KIND' (KIND may be '*'), e.g. 'shop/tracking.py:*'")
+    skip_functions: list[str] = _field(
+        [], "glob patterns of functions whose writes are left alone, e.g. '*.before_request', 'track_*'"
+    )
+    verbs: Literal["crud", "function"] = _field(
+        "crud", "event verbs: 'crud' (created/updated/deleted/saved) or 'function' (from the function's name)"
+    )
+    event_types: list[str] = _field(
+        [], "per-site event types 'PATH_GLOB::FUNCTION_GLOB=TEMPLATE', e.g. 'shop/orders.py::pay=shop.order.paid'"
+    )
+    attach_metadata: bool = _field(True, "rewrite adds attach_to(<metadata>) where the app creates its MetaData")
 
 
 @dataclasses.dataclass

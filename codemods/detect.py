@@ -1,0 +1,1088 @@
+"""Find the state changes of one module: a read-only pass over its libcst tree.
+
+What an expression *is* comes from ``values.Value``: names resolve through the
+module's imports and the whole-repo ``Index`` (so ``db.session`` is a session
+because ``db`` is a Flask-SQLAlchemy object), parameters through their
+annotations, locals through the assignments before them in the function. The
+walk reads node fields directly instead of using libcst's visitor machinery,
+which costs more than half a parse; positions are computed only for the sites
+found (``positions.start_positions``).
+
+Each ``Finding`` is a reportable ``Site`` plus, when the rewrite may act on
+it, the ``Edit`` that inserts its ``emit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Iterable, Iterator
+
+import libcst as cst
+
+from . import naming, sql
+from .index import IGNORE_MARK, Index, snake_case
+from .positions import start_positions
+from .values import CURSOR_NAMES, DBAPI_CONN_NAMES, OTHER, SESSION, SESSION_NAMES, WEAK_SESSION, Value
+
+KINDS = (
+    "session-add",
+    "session-delete",
+    "session-merge",
+    "session-bulk",
+    "query-bulk",
+    "execute",
+    "dbapi",
+    "collection",
+    "wrapper",
+    "wrapper-call",
+    "implicit-update",
+)
+
+QUERY_CHAIN = {
+    "filter", "filter_by", "join", "outerjoin", "order_by", "limit", "offset", "options", "where",
+    "distinct", "with_for_update", "populate_existing", "execution_options", "group_by", "having",
+    "select_from", "enable_eagerloads", "yield_per", "params", "correlate",
+}
+QUERY_ONE = {
+    "get", "first", "one", "one_or_none", "scalar", "first_or_404", "get_or_404", "one_or_404",
+    "scalar_one", "scalar_one_or_none",
+}
+COLLECTION_METHODS = {"append", "remove", "add", "extend", "discard", "insert", "pop", "clear"}
+SESSION_WRITES = {"add": "session-add", "add_all": "session-add", "delete": "session-delete", "merge": "session-merge"}
+BULK = {"bulk_save_objects", "bulk_insert_mappings", "bulk_update_mappings"}
+EMIT_NAMES = {"outbox.emit", "outbox.emit.emit"}
+SQLA_DML = {
+    "insert": "created", "update": "updated", "delete": "deleted",
+}
+SQLA_MODULES = ("sqlalchemy.", "sqlalchemy.sql.", "sqlalchemy.sql.expression.", "sqlalchemy.future.")
+DBAPI_TRANSACTION_NAMES = {"commit"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One state change, as reported by ``scan`` (the JSON fields, documented in docs/codemods.md)."""
+
+    path: str
+    line: int
+    column: int
+    kind: str
+    aggregate: str | None
+    function: str | None
+    commit_visible: bool
+    covered: bool
+    confidence: str  # high | medium | low
+    action: str  # rewrite | covered | decide | capture
+    reason: str
+    event_type: str | None
+    code: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    """Insert ``code`` (one or more statements) before or after the statement ``anchor``."""
+
+    anchor: cst.CSTNode
+    before: bool
+    code: str
+    imports: tuple[tuple[str, str], ...]  # (module, name)
+
+
+@dataclasses.dataclass
+class Finding:
+    site: Site
+    edit: Edit | None
+
+
+@dataclasses.dataclass
+class Settings:
+    """The codemod settings detection needs (a slice of ``toolkit.config.CodemodsConfig``)."""
+
+    prefix: str = "app"
+    verbs: str = "crud"  # or "function": the domain verb from the enclosing function's name
+    event_types: tuple[str, ...] = ()  # "PATH::FUNCTION=TEMPLATE"
+    skip_kinds: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()  # "PATH_GLOB:KIND"
+    skip_functions: tuple[str, ...] = ()
+
+
+# -- fast traversal ------------------------------------------------------------------------
+
+_SKIP_PREFIXES = (
+    "whitespace", "lpar", "rpar", "comma", "semicolon", "leading_lines", "lines_after", "header",
+    "footer", "trailing", "operator", "equal", "colon", "dot", "star", "asynchronous", "lbracket",
+    "rbracket", "lbrace", "rbrace", "newline", "indent", "default_", "encoding", "has_trailing",
+)
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _child_fields(tp: type) -> tuple[str, ...]:
+    fields = _FIELDS.get(tp)
+    if fields is None:
+        fields = _FIELDS[tp] = tuple(
+            f.name for f in dataclasses.fields(tp) if not f.name.startswith(_SKIP_PREFIXES)
+        )
+    return fields
+
+
+def _calls_in(node: cst.CSTNode) -> list[cst.Call]:
+    """Calls inside an expression or simple statement, outermost first, not inside lambdas."""
+    out: list[cst.Call] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        tp = type(current)
+        if tp is cst.Lambda:
+            continue
+        if tp is cst.Call:
+            out.append(current)
+        for name in _child_fields(tp):
+            value = getattr(current, name)
+            if isinstance(value, cst.CSTNode):
+                stack.append(value)
+            elif type(value) in (list, tuple):
+                stack.extend(reversed(value))
+    return out
+
+
+_EMPTY = cst.Module(body=[])
+
+
+def code_of(node: cst.CSTNode) -> str:
+    return _EMPTY.code_for_node(node)
+
+
+def literal(node: cst.CSTNode | None) -> str | None:
+    """The text of a string literal (f-string holes become ``__expr__``), else None."""
+    if isinstance(node, cst.SimpleString):
+        value = node.evaluated_value
+        return value.decode("latin-1") if isinstance(value, bytes) else value
+    if isinstance(node, cst.ConcatenatedString):
+        left, right = literal(node.left), literal(node.right)
+        return None if left is None or right is None else left + right
+    if isinstance(node, cst.FormattedString):
+        return "".join(
+            part.value if isinstance(part, cst.FormattedStringText) else "__expr__" for part in node.parts
+        )
+    return None
+
+
+def _has_ignore(lines: Iterable[cst.EmptyLine]) -> bool:
+    return any(line.comment is not None and IGNORE_MARK in line.comment.value for line in lines)
+
+
+def _comment(tw: cst.TrailingWhitespace | None) -> bool:
+    return tw is not None and tw.comment is not None and IGNORE_MARK in tw.comment.value
+
+
+# -- per-function state --------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Event:
+    order: int
+    kind: str  # site | commit | emit | begin | assign
+    node: cst.CSTNode | None = None
+    stmt: cst.CSTNode | None = None
+    value: Value | None = None
+    data: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Scope:
+    qualname: str | None
+    owner: str | None  # qualified name of the enclosing class
+    env: dict[str, Value | None]
+    parent: "_Scope | None"
+    ignored: bool
+    events: list[_Event] = dataclasses.field(default_factory=list)
+    exprs: dict[str, cst.CSTNode] = dataclasses.field(default_factory=dict)  # name -> last assigned expr
+
+    def lookup(self, name: str) -> tuple[bool, Value | None]:
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.env:
+                return True, scope.env[name]
+            scope = scope.parent
+        return False, None
+
+
+class Detector:
+    """Find the sites of one module (parsed once by the caller)."""
+
+    def __init__(self, module: cst.Module, path: str, modname: str, index: Index, settings: Settings):
+        self.module = module
+        self.path = path
+        self.modname = modname
+        self.index = index
+        self.settings = settings
+        self.order = 0
+        self.functions: list[_Scope] = []
+        self.emit_name = self._emit_binding()
+        self.wrapper_names = {
+            name
+            for facts in index.modules.values()
+            for cls in facts.classes.values()
+            for name in cls.methods
+        }
+
+    # -- entry ---------------------------------------------------------------------------------
+
+    def run(self) -> list[Finding]:
+        top = _Scope(qualname=None, owner=None, env={}, parent=None, ignored=False)
+        self.functions.append(top)
+        self._block(self.module.body, top, in_begin=False)
+        pending: list[tuple[_Scope, _Event, dict]] = []
+        for scope in self.functions:
+            pending.extend(self._resolve(scope))
+        nodes = [event.node for _, event, _ in pending if event.node is not None]
+        positions = start_positions(self.module, nodes)
+        findings = []
+        for scope, event, info in pending:
+            line, column = positions.get(event.node, (0, 0))
+            findings.append(self._finding(scope, event, info, line, column))
+        findings.sort(key=lambda f: (f.site.line, f.site.column))
+        return [f for f in findings if not self._skipped(f.site)]
+
+    def _skipped(self, site: Site) -> bool:
+        if site.kind in self.settings.skip_kinds:
+            return True
+        for entry in self.settings.skip:
+            pattern, _, kind = entry.rpartition(":")
+            if not pattern:
+                pattern, kind = kind, "*"
+            if fnmatch.fnmatch(self.path, pattern) and (kind in ("*", "") or kind == site.kind):
+                return True
+        if site.function and any(fnmatch.fnmatch(site.function, p) for p in self.settings.skip_functions):
+            return True
+        return False
+
+    def _emit_binding(self) -> str:
+        """The name our ``emit`` will have here: ``emit``, or ``outbox_emit`` if ``emit`` is taken."""
+        facts = self.index.modules.get(self.modname)
+        if facts is None:
+            return "emit"
+        bound = facts.imports.get("emit")
+        if bound is None and "emit" not in facts.functions and "emit" not in facts.globals:
+            return "emit"
+        if bound in EMIT_NAMES:
+            return "emit"
+        return "outbox_emit"
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def _block(self, body: Iterable[cst.CSTNode], scope: _Scope, in_begin: bool) -> None:
+        for stmt in body:
+            self._statement(stmt, scope, in_begin)
+
+    def _statement(self, stmt: cst.CSTNode, scope: _Scope, in_begin: bool) -> None:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            ignored = scope.ignored or _comment(stmt.trailing_whitespace) or _has_ignore(stmt.leading_lines)
+            for small in stmt.body:
+                self._small(small, stmt, scope, ignored, in_begin)
+            return
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            self._definition(stmt, scope)
+            return
+        ignored = scope.ignored or _has_ignore(getattr(stmt, "leading_lines", ()))
+        if isinstance(stmt, cst.With):
+            begins = False
+            for item in stmt.items:
+                self._calls(item.item, stmt, scope, ignored, in_begin, header=True)
+                value = self.value_of(item.item, scope)
+                if self._is_begin(item.item, scope):
+                    begins = True
+                if item.asname is not None and isinstance(item.asname.name, cst.Name):
+                    scope.env[item.asname.name.value] = value
+                if value is not None and value.kind == "dbapi_conn" and item.asname is None:
+                    begins = True  # sqlite3: `with conn:` commits on exit
+            self._block(stmt.body.body, scope, in_begin or begins)
+            return
+        if isinstance(stmt, (cst.For,)):
+            self._calls(stmt.iter, stmt, scope, ignored, in_begin, header=True)
+            iterated = self.value_of(stmt.iter, scope)
+            if isinstance(stmt.target, cst.Name):
+                element = None
+                if iterated is not None and iterated.kind == "entities":
+                    element = Value("entity", cls=iterated.cls, origin="loaded")
+                scope.env[stmt.target.value] = element
+            self._block(stmt.body.body, scope, in_begin)
+            if stmt.orelse:
+                self._block(stmt.orelse.body.body, scope, in_begin)
+            return
+        if isinstance(stmt, (cst.If, cst.While)):
+            self._calls(stmt.test, stmt, scope, ignored, in_begin, header=True)
+            self._block(stmt.body.body, scope, in_begin)
+            orelse = stmt.orelse
+            while orelse is not None:
+                if isinstance(orelse, cst.If):
+                    self._calls(orelse.test, orelse, scope, ignored, in_begin, header=True)
+                    self._block(orelse.body.body, scope, in_begin)
+                    orelse = orelse.orelse
+                else:
+                    self._block(orelse.body.body, scope, in_begin)
+                    orelse = None
+            return
+        if isinstance(stmt, (cst.Try, cst.TryStar)):
+            self._block(stmt.body.body, scope, in_begin)
+            for handler in stmt.handlers:
+                if handler.name is not None and isinstance(handler.name.name, cst.Name):
+                    scope.env[handler.name.name.value] = None
+                self._block(handler.body.body, scope, in_begin)
+            if stmt.orelse:
+                self._block(stmt.orelse.body.body, scope, in_begin)
+            if stmt.finalbody:
+                self._block(stmt.finalbody.body.body, scope, in_begin)
+            return
+        if isinstance(stmt, cst.Match):
+            for case in stmt.cases:
+                self._block(case.body.body, scope, in_begin)
+            return
+
+    def _definition(self, node: cst.FunctionDef | cst.ClassDef, scope: _Scope) -> None:
+        ignored = (
+            scope.ignored
+            or _has_ignore(node.leading_lines)
+            or any(_has_ignore(d.leading_lines) for d in node.decorators)
+            or (isinstance(node.body, cst.IndentedBlock) and _comment(node.body.header))
+        )
+        prefix = f"{scope.qualname}." if scope.qualname else ""
+        if isinstance(node, cst.ClassDef):
+            owner = f"{self.modname}.{node.name.value}" if scope.qualname is None else None
+            inner = _Scope(
+                qualname=f"{prefix}{node.name.value}", owner=owner, env={}, parent=scope, ignored=ignored
+            )
+            inner.is_class = True  # type: ignore[attr-defined]
+            for stmt in node.body.body:
+                if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+                    self._definition(stmt, inner)
+            return
+        owner = scope.owner if getattr(scope, "is_class", False) else None
+        fn = _Scope(
+            qualname=f"{prefix}{node.name.value}",
+            owner=owner,
+            env={},
+            parent=scope if not getattr(scope, "is_class", False) else scope.parent,
+            ignored=ignored,
+        )
+        self._bind_params(node, fn)
+        self.functions.append(fn)
+        self._block(node.body.body if isinstance(node.body, cst.IndentedBlock) else [node.body], fn, False)
+
+    def _bind_params(self, node: cst.FunctionDef, fn: _Scope) -> None:
+        params = node.params
+        ordered = [*params.posonly_params, *params.params, *params.kwonly_params]
+        decorators = {code_of(d.decorator) for d in node.decorators}
+        for i, param in enumerate(ordered):
+            name = param.name.value
+            if i == 0 and fn.owner and "staticmethod" not in decorators:
+                if "classmethod" in decorators:
+                    fn.env[name] = Value("class", cls=fn.owner)
+                elif self.index.is_mapped(fn.owner):
+                    fn.env[name] = Value("entity", cls=fn.owner, origin="self")
+                else:
+                    fn.env[name] = Value("instance", cls=fn.owner)
+                continue
+            annotation = code_of(param.annotation.annotation) if param.annotation else None
+            if annotation and "[" in annotation:
+                annotation = annotation.split("[", 1)[1].rstrip("]").split(",")[0].strip()
+            if annotation:
+                annotation = annotation.strip("\"'")
+            fn.env[name] = self.index.raw_value(self.modname, ("param", annotation, name), {})
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                fn.env[star.name.value] = None
+
+    # -- simple statements -----------------------------------------------------------------------
+
+    def _small(self, small: cst.CSTNode, line: cst.SimpleStatementLine, scope: _Scope, ignored: bool, in_begin: bool):
+        self._calls(small, line, scope, ignored, in_begin, header=False)
+        if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+            value_node = small.value
+            targets = (
+                [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+            )
+            value = self.value_of(value_node, scope) if value_node is not None else None
+            for target in targets:
+                if isinstance(target, cst.Name):
+                    if isinstance(small, cst.AugAssign):
+                        continue
+                    scope.env[target.value] = value
+                    if value_node is not None:
+                        scope.exprs[target.value] = value_node
+                elif isinstance(target, (cst.Tuple, cst.List)):
+                    for element in target.elements:
+                        if isinstance(element.value, cst.Name):
+                            scope.env[element.value.value] = None
+                elif isinstance(target, cst.Attribute):
+                    self._attribute_assignment(target, line, scope, ignored, in_begin)
+
+    def _attribute_assignment(self, target: cst.Attribute, line: cst.CSTNode, scope: _Scope, ignored: bool,
+                              in_begin: bool):
+        owner = self.value_of(target.value, scope)
+        if owner is None or owner.kind != "entity" or owner.origin == "new":
+            if owner is not None and owner.kind == "dbapi_conn" and target.attr.value == "autocommit":
+                name = code_of(target.value)
+                scope.env[name] = Value("dbapi_conn", flag=True) if name.isidentifier() else scope.env.get(name)
+            return
+        self._event(
+            scope,
+            "implicit",
+            node=target,
+            stmt=line,
+            value=owner,
+            entity=code_of(target.value),
+            ignored=ignored,
+            in_begin=in_begin,
+        )
+
+    def _event(self, scope: _Scope, kind: str, node=None, stmt=None, value=None, **data) -> _Event:
+        self.order += 1
+        event = _Event(order=self.order, kind=kind, node=node, stmt=stmt, value=value, data=data)
+        scope.events.append(event)
+        return event
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    def _calls(self, node: cst.CSTNode, stmt: cst.CSTNode, scope: _Scope, ignored: bool, in_begin: bool, header: bool):
+        for call in _calls_in(node):
+            self._call(call, stmt, scope, ignored, in_begin, header, node)
+
+    def _call(self, call: cst.Call, stmt, scope: _Scope, ignored: bool, in_begin: bool, header: bool, small):
+        func = call.func
+        common = dict(ignored=ignored, in_begin=in_begin, header=header, small=small)
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            if not (
+                method in SESSION_WRITES
+                or method in BULK
+                or method in ("update", "delete", "execute", "executemany", "commit")
+                or method in COLLECTION_METHODS
+                or method in self.wrapper_names
+                or method in ("save", "destroy", "create")
+            ):
+                return
+            receiver = self.value_of(func.value, scope)
+            if receiver is None and method in ("execute", "executemany"):
+                receiver = self._named_dbapi(func.value)
+            if receiver is None:
+                return
+            self._method_call(call, method, receiver, stmt, scope, common)
+            return
+        if isinstance(func, cst.Name):
+            name = func.value
+            if name == "setattr" and call.args:
+                owner = self.value_of(call.args[0].value, scope)
+                if owner is not None and owner.kind == "entity" and owner.origin != "new":
+                    self._event(scope, "implicit", node=call, stmt=stmt, value=owner,
+                                entity=code_of(call.args[0].value), ignored=ignored)
+                return
+            callee = self.value_of(func, scope)
+            if callee is None:
+                return
+            if callee.kind == "external" and callee.origin in EMIT_NAMES:
+                self._record_emit(call, scope)
+            elif callee.kind == "function" and callee.attr:
+                wrapper = self.index.wrapper(callee.attr)
+                if wrapper is not None:
+                    self._wrapper_call(call, wrapper, None, stmt, scope, common)
+                elif self.index.commits_inside(callee.attr):
+                    self._event(scope, "commit", node=call, value=None, helper=callee.attr)
+
+    def _named_dbapi(self, receiver: cst.BaseExpression) -> Value | None:
+        """A receiver we cannot type but whose name says cursor or connection (checked with its SQL)."""
+        name = receiver.attr.value if isinstance(receiver, cst.Attribute) else getattr(receiver, "value", None)
+        if name in CURSOR_NAMES:
+            return Value("cursor", flag=None, origin="name")
+        if name in DBAPI_CONN_NAMES:
+            return Value("dbapi_conn", flag=None, origin="name")
+        return None
+
+    def _method_call(self, call: cst.Call, method: str, receiver: Value, stmt, scope: _Scope, common: dict):
+        kind = receiver.kind
+        recv_node = call.func.value  # type: ignore[attr-defined]
+        args = call.args
+        if kind == "session":
+            confidence = "medium" if receiver.flag else "high"
+            target = code_of(recv_node)
+            if method == "commit":
+                self._event(scope, "commit", node=call, value=receiver, target=target)
+            elif method in SESSION_WRITES and args:
+                entity_node = args[0].value
+                entity = self.value_of(entity_node, scope)
+                site_kind = SESSION_WRITES[method]
+                if method == "add" and entity is not None and entity.kind == "entity":
+                    verb = {"new": "created", "loaded": "updated"}.get(entity.origin or "", "saved")
+                elif method == "delete":
+                    verb = "deleted"
+                elif method == "add_all" and entity is not None and entity.kind == "entities":
+                    verb = "created" if entity.origin == "new" else "saved"
+                else:
+                    verb = "saved"
+                cls = entity.cls if entity is not None and entity.kind in ("entity", "entities") else None
+                if (entity is not None and entity.kind in ("other", "str")) or (
+                    isinstance(entity_node, (cst.SimpleString, cst.Integer))
+                ):
+                    return
+                many = method == "add_all"
+                self._site(scope, site_kind, call, stmt, verb=verb, cls=cls, target=target,
+                           entity_node=entity_node, many=many, confidence=confidence, **common)
+            elif method in BULK and args:
+                cls = None
+                first = self.value_of(args[0].value, scope)
+                if method != "bulk_save_objects" and first is not None and first.kind == "class":
+                    cls = first.cls
+                rows = args[1].value if method != "bulk_save_objects" and len(args) > 1 else args[0].value
+                verb = {"bulk_insert_mappings": "created", "bulk_update_mappings": "updated"}.get(method, "saved")
+                data = self._plain(rows, "rows") if method != "bulk_save_objects" else None
+                if method == "bulk_save_objects" and isinstance(rows, cst.Name):
+                    data = f'{{"count": len({rows.value})}}'
+                self._site(scope, "session-bulk", call, stmt, verb=verb, cls=cls, target=target,
+                           data=data, confidence=confidence, **common)
+            elif method in ("execute", "executemany") and args:
+                self._execute(call, receiver, target, scope, stmt, common, confidence)
+            return
+        if kind == "query" and method in ("update", "delete"):
+            target = receiver.text
+            verb = "updated" if method == "update" else "deleted"
+            data = None
+            if method == "update" and args:
+                data = self._plain_dict(args[0].value)
+            self._site(scope, "query-bulk", call, stmt, verb=verb, cls=receiver.cls, target=target,
+                       data=data, confidence="high", **common)
+            return
+        if kind in ("core_conn",):
+            target = code_of(recv_node)
+            if method == "commit":
+                self._event(scope, "commit", node=call, value=receiver, target=target)
+            elif method in ("execute", "executemany") and args:
+                self._execute(call, receiver, target, scope, stmt, common, "high")
+            return
+        if kind in ("cursor", "dbapi_conn"):
+            if method == "commit" and kind == "dbapi_conn":
+                self._event(scope, "commit", node=call, value=receiver, target=code_of(recv_node))
+                return
+            if method not in ("execute", "executemany") or not args:
+                return
+            text = self.value_of(args[0].value, scope)
+            dml = sql.classify(text.text) if text is not None and text.kind == "str" and text.text else None
+            if dml is None:
+                return
+            if kind == "cursor":
+                target = receiver.text or f"{code_of(recv_node)}.connection"
+            else:
+                target = code_of(recv_node)
+            data = self._plain(args[1].value, None) if len(args) > 1 else None
+            confidence = "medium" if receiver.origin == "name" else "high"
+            self._site(scope, "dbapi", call, stmt, verb=dml.verb, cls=self.index.class_for_table(dml.table),
+                       table=dml.table, target=target, data=data, confidence=confidence,
+                       autocommit=receiver.flag, **common)
+            return
+        if kind == "collection" and method in COLLECTION_METHODS:
+            owner_node = recv_node.value  # type: ignore[attr-defined]
+            self._site(scope, "collection", call, stmt, verb="updated", cls=receiver.cls,
+                       target=self._session_at_hand(scope), entity_node=owner_node,
+                       confidence="high", **common)
+            return
+        if kind in ("entity", "instance") and receiver.cls:
+            qualname = self.index.find_method(receiver.cls, method)
+            if qualname is not None:
+                wrapper = self.index.wrapper(qualname)
+                if wrapper is not None:
+                    self._wrapper_call(call, wrapper, recv_node, stmt, scope, common)
+                elif self.index.commits_inside(qualname):
+                    self._event(scope, "commit", node=call, value=None, helper=qualname)
+            elif (
+                kind == "entity"
+                and method in ("save", "delete", "destroy", "create", "update")
+                and self.index.has_external_base(receiver.cls)
+            ):
+                self._site(scope, "wrapper-call", call, stmt, verb="saved", cls=receiver.cls, target=None,
+                           entity_node=recv_node, confidence="medium",
+                           decide=f"{method}() is defined outside the scanned tree and may commit: "
+                           "the emit cannot be placed inside its transaction", **common)
+
+    def _execute(self, call, receiver: Value, target: str, scope: _Scope, stmt, common: dict, confidence: str):
+        statement = self.value_of(call.args[0].value, scope)
+        if statement is None:
+            return
+        if statement.kind == "stmt":
+            verb, table, cls = statement.verb, statement.table, statement.cls
+        elif statement.kind in ("sql", "str") and statement.text:
+            dml = sql.classify(statement.text)
+            if dml is None:
+                return
+            verb, table, cls = dml.verb, dml.table, self.index.class_for_table(dml.table)
+        else:
+            return
+        data = statement.origin if statement.kind == "stmt" else None
+        if data is None and len(call.args) > 1:
+            data = self._plain(call.args[1].value, None)
+        self._site(scope, "execute", call, stmt, verb=verb or "updated", cls=cls, table=table, target=target,
+                   data=data, confidence=confidence, **common)
+
+    def _wrapper_call(self, call, wrapper, recv_node, stmt, scope: _Scope, common: dict):
+        entity_node = recv_node
+        if entity_node is None and call.args:
+            fn = self.index.function(wrapper.qualname)
+            position = fn.params.index(wrapper.entity) if fn and wrapper.entity in fn.params else 0
+            entity_node = call.args[position].value if position < len(call.args) else call.args[0].value
+        value = self.value_of(entity_node, scope) if entity_node is not None else None
+        cls = value.cls if value is not None and value.kind == "entity" else None
+        decide = None
+        if wrapper.ignored:
+            decide = f"{wrapper.qualname} is marked '# strangler: ignore'; its callers get no emit either"
+        self._site(scope, "wrapper-call", call, stmt, verb=wrapper.verb, cls=cls, target=None,
+                   entity_node=entity_node, confidence="high", wrapper=wrapper, decide=decide, **common)
+
+    def _record_emit(self, call: cst.Call, scope: _Scope) -> None:
+        positional = [a for a in call.args if a.keyword is None]
+        keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
+        entity = positional[2].value if len(positional) > 2 else keywords.get("entity")
+        aggregate = keywords.get("aggregate")
+        type_node = positional[1].value if len(positional) > 1 else keywords.get("type")
+        type_text = literal(type_node) if type_node is not None else None
+        self._event(
+            scope,
+            "emit",
+            node=call,
+            entity=code_of(entity) if entity is not None else None,
+            aggregate=literal(aggregate) if aggregate is not None else None,
+            verb=type_text.rsplit(".", 1)[-1] if type_text else None,
+        )
+
+    def _site(self, scope: _Scope, kind: str, call, stmt, **info) -> None:
+        self._event(scope, "site", node=call, stmt=stmt, site_kind=kind, **info)
+
+    def _plain(self, node: cst.CSTNode, key: str | None) -> str | None:
+        """Code for ``data=``: the bound parameters when they are plain names, else None."""
+        if isinstance(node, cst.Name) and key:
+            return f'{{"{key}": {node.value}}}'
+        if isinstance(node, cst.Dict):
+            return self._plain_dict(node)
+        if isinstance(node, (cst.Tuple, cst.List)):
+            names = [e.value.value for e in node.elements if isinstance(e.value, cst.Name)]
+            if names and len(names) == len(node.elements):
+                return "{" + ", ".join(f'"{n}": {n}' for n in names) + "}"
+        return None
+
+    def _plain_dict(self, node: cst.CSTNode) -> str | None:
+        if not isinstance(node, cst.Dict) or not node.elements:
+            return None
+        pairs = []
+        for element in node.elements:
+            if not isinstance(element, cst.DictElement):
+                return None
+            key = literal(element.key)
+            if key is None or not isinstance(element.value, (cst.Name, cst.Integer, cst.SimpleString)):
+                return None
+            pairs.append(f'"{key}": {code_of(element.value)}')
+        return "{" + ", ".join(pairs) + "}"
+
+    def _session_at_hand(self, scope: _Scope) -> str | None:
+        """Code of a session usable in this function: a local or parameter, else the module's ``db``."""
+        current: _Scope | None = scope
+        while current is not None:
+            for name, value in current.env.items():
+                if value is not None and value.kind == "session" and not value.flag:
+                    return name
+            current = current.parent
+        return self._module_session()
+
+    def _module_session(self) -> str | None:
+        facts = self.index.modules.get(self.modname)
+        if facts is None:
+            return None
+        for name in (*facts.globals, *facts.imports):
+            value = self.index.global_value(self.modname, name)
+            if value is not None and value.kind == "fsa":
+                return f"{name}.session"
+            if value is not None and value.kind == "session":
+                return name
+        return None
+
+    def _is_begin(self, node: cst.CSTNode, scope: _Scope) -> bool:
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            if node.func.attr.value in ("begin", "begin_nested"):
+                receiver = self.value_of(node.func.value, scope)
+                return receiver is not None and receiver.kind in ("session", "session_factory", "engine", "core_conn")
+        return False
+
+    # -- what an expression is -------------------------------------------------------------------
+
+    def value_of(self, node: cst.CSTNode | None, scope: _Scope) -> Value | None:
+        if node is None:
+            return None
+        if isinstance(node, cst.Name):
+            found, value = scope.lookup(node.value)
+            if found:
+                return value
+            value = self.index.global_value(self.modname, node.value)
+            if value is None and node.value in ("set", "dict", "list", "frozenset"):
+                return Value("external", origin=f"builtins.{node.value}")
+            return value
+        if isinstance(node, cst.Attribute):
+            base = self.value_of(node.value, scope)
+            attr = node.attr.value
+            if base is not None and base.kind == "fsa" and attr == "session":
+                return Value("session", text=f"{code_of(node.value)}.session")
+            if base is not None and base.kind == "class" and attr == "query" and base.cls and self.index.is_mapped(base.cls):
+                return Value("query", cls=base.cls, text=self._module_session())
+            value = self.index.attribute(base, attr)
+            if value is None and attr in SESSION_NAMES and (base is None or base.kind in ("instance", "entity")):
+                if isinstance(node.value, cst.Name) and node.value.value in ("self", "cls"):
+                    return WEAK_SESSION
+            if value is not None and value.kind == "query" and value.text is None:
+                return dataclasses.replace(value, text=self._module_session())
+            return value
+        if isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)):
+            return Value("str", text=literal(node))
+        if isinstance(node, (cst.Set, cst.Dict, cst.SetComp, cst.DictComp)):
+            return OTHER
+        if isinstance(node, (cst.List, cst.ListComp)):
+            elements = getattr(node, "elements", None)
+            if elements:
+                first = self.value_of(elements[0].value, scope)
+                if first is not None and first.kind == "entity":
+                    return Value("entities", cls=first.cls, origin=first.origin)
+            return OTHER
+        if isinstance(node, cst.Subscript):
+            base = self.value_of(node.value, scope)
+            if base is not None and base.kind == "entities":
+                return Value("entity", cls=base.cls, origin="loaded")
+            return None
+        if isinstance(node, cst.Call):
+            return self._call_value(node, scope)
+        if isinstance(node, cst.Await):
+            return self.value_of(node.expression, scope)
+        return None
+
+    def _call_value(self, node: cst.Call, scope: _Scope) -> Value | None:
+        func = node.func
+        args = node.args
+        first = args[0].value if args else None
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            receiver = self.value_of(func.value, scope)
+            if receiver is None:
+                return None
+            kind = receiver.kind
+            if kind == "session":
+                text = code_of(func.value)
+                if method == "query" and first is not None:
+                    cls = self.value_of(first, scope)
+                    return Value("query", cls=cls.cls if cls and cls.kind == "class" else None, text=text)
+                if method == "get" and first is not None:
+                    cls = self.value_of(first, scope)
+                    return Value("entity", cls=cls.cls if cls and cls.kind == "class" else None, origin="loaded")
+                if method in ("scalars", "execute", "scalar"):
+                    selected = self.value_of(first, scope)
+                    cls = selected.cls if selected is not None and selected.kind == "select" else None
+                    if method == "scalar":
+                        return Value("entity", cls=cls, origin="loaded") if cls else None
+                    return Value("result", cls=cls)
+                if method == "merge" and first is not None:
+                    merged = self.value_of(first, scope)
+                    return Value("entity", cls=merged.cls if merged else None, origin="loaded")
+                if method == "connection":
+                    return Value("core_conn")
+                if method in ("begin", "begin_nested"):
+                    return None
+                return None
+            if kind == "session_factory" and method == "begin":
+                return SESSION
+            if kind == "query":
+                if method in QUERY_CHAIN:
+                    return receiver
+                if method in QUERY_ONE:
+                    return Value("entity", cls=receiver.cls, origin="loaded") if receiver.cls else None
+                if method == "all":
+                    return Value("entities", cls=receiver.cls, origin="loaded") if receiver.cls else None
+                return None
+            if kind == "result":
+                if method in ("scalars", "unique"):
+                    return receiver
+                if method in QUERY_ONE:
+                    return Value("entity", cls=receiver.cls, origin="loaded") if receiver.cls else None
+                if method == "all":
+                    return Value("entities", cls=receiver.cls, origin="loaded") if receiver.cls else None
+                return None
+            if kind == "fsa" and method in ("get_or_404", "first_or_404", "one_or_404") and first is not None:
+                target = self.value_of(first, scope)
+                cls = target.cls if target is not None and target.kind in ("class", "select") else None
+                return Value("entity", cls=cls, origin="loaded") if cls else None
+            if kind == "dbapi_conn":
+                if method == "cursor":
+                    name = code_of(func.value)
+                    return Value("cursor", flag=receiver.flag, text=name if name.isidentifier() else None,
+                                 origin=receiver.origin)
+                if method == "execute":
+                    return Value("cursor", flag=receiver.flag)
+                return None
+            if kind == "engine":
+                if method in ("connect", "begin"):
+                    return Value("core_conn")
+                if method == "raw_connection":
+                    return Value("dbapi_conn")
+                return None
+            if kind == "stmt":
+                if method == "values":
+                    data = self._plain_dict(
+                        cst.Dict([cst.DictElement(cst.SimpleString(f'"{a.keyword.value}"'), a.value)
+                                  for a in args if a.keyword is not None])
+                    ) if args and all(a.keyword is not None for a in args) else None
+                    return dataclasses.replace(receiver, origin=data or receiver.origin)
+                return receiver
+            if kind == "select":
+                return receiver
+            if kind == "table" and method in SQLA_DML:
+                return Value("stmt", verb=SQLA_DML[method], table=receiver.table, cls=receiver.cls)
+            if kind == "str" and method in ("format", "strip", "replace", "lstrip", "rstrip"):
+                return receiver
+            if kind == "class" and method in QUERY_ONE | {"query"}:
+                return None
+            value = self.index.attribute(receiver, method)
+            return self.index.call_value(value, {})
+        callee = self.value_of(func, scope)
+        if callee is None:
+            return None
+        if callee.kind == "external":
+            origin = callee.origin or ""
+            short = origin.rpartition(".")[2]
+            if origin.startswith(SQLA_MODULES) and short in SQLA_DML and first is not None:
+                target = self.value_of(first, scope)
+                cls = target.cls if target is not None and target.kind in ("class", "table") else None
+                table = target.table if target is not None and target.kind == "table" else None
+                if cls and not table:
+                    table = self.index.tablename(cls)
+                return Value("stmt", verb=SQLA_DML[short], table=table, cls=cls)
+            if origin.startswith(SQLA_MODULES) and short == "select" and first is not None:
+                target = self.value_of(first, scope)
+                return Value("select", cls=target.cls if target is not None and target.kind == "class" else None)
+            if origin.startswith(SQLA_MODULES) and short == "text" and first is not None:
+                text = self.value_of(first, scope)
+                return Value("sql", text=text.text if text is not None else None)
+            if origin in ("contextlib.closing",) and first is not None:
+                return self.value_of(first, scope)
+        kwargs = {}
+        for arg in args:
+            if arg.keyword is not None:
+                if isinstance(arg.value, cst.Name) and arg.value.value in ("True", "False", "None"):
+                    kwargs[arg.keyword.value] = {"True": True, "False": False, "None": None}[arg.value.value]
+        if first is not None and (text := literal(first)) is not None:
+            kwargs["__first__"] = text
+        return self.index.call_value(callee, kwargs)
+
+    # -- from events to findings ---------------------------------------------------------------------
+
+    def _resolve(self, scope: _Scope) -> Iterator[tuple[_Scope, _Event, dict]]:
+        events = scope.events
+        commits = [e for e in events if e.kind == "commit"]
+        emits = [e for e in events if e.kind == "emit"]
+        claimed: set[int] = set()
+        explicit_entities = {
+            e.data.get("entity_code") for e in events if e.kind == "site"
+        }
+        for event in events:
+            if event.kind == "site":
+                info = dict(event.data)
+                entity_node = info.get("entity_node")
+                entity_code = code_of(entity_node) if entity_node is not None else None
+                info["entity_code"] = entity_code
+                event.data["entity_code"] = entity_code
+                later = [c for c in commits if c.order > event.order]
+                info["commit_visible"] = bool(later) or info.get("in_begin", False)
+                info["covered_by"] = self._claim(event, info, emits, claimed)
+                yield scope, event, info
+        # Implicit updates: one per entity per commit that follows them.
+        seen: set[tuple[str, int]] = set()
+        for event in events:
+            if event.kind != "implicit":
+                continue
+            entity = event.data["entity"]
+            if entity in explicit_entities:
+                continue
+            later = [c for c in commits if c.order > event.order]
+            if not later and not event.data.get("in_begin"):
+                continue
+            key = (entity, later[0].order if later else -1)
+            if key in seen:
+                continue
+            seen.add(key)
+            info = dict(event.data)
+            info.update(site_kind="implicit-update", verb="updated", cls=event.value.cls if event.value else None,
+                        commit_visible=True, entity_code=entity, confidence="medium")
+            info["covered_by"] = self._claim(event, info, emits, claimed)
+            yield scope, event, info
+
+    def _claim(self, event: _Event, info: dict, emits: list[_Event], claimed: set[int]) -> _Event | None:
+        entity = info.get("entity_code")
+        aggregate = self._aggregate(info)
+        best = None
+        for emit in emits:
+            if emit.order in claimed:
+                continue
+            if entity is not None and emit.data.get("entity") != entity:
+                continue
+            if entity is None and (emit.data.get("entity") is not None or emit.data.get("aggregate") != aggregate):
+                continue
+            if best is None or (emit.data.get("verb") == info.get("verb") and best.data.get("verb") != info.get("verb")):
+                best = emit
+        if best is not None:
+            claimed.add(best.order)
+        return best
+
+    def _aggregate(self, info: dict) -> str | None:
+        cls = info.get("cls")
+        if cls:
+            return self.index.aggregate_of(cls)
+        table = info.get("table")
+        if table:
+            owner = self.index.class_for_table(table)
+            return self.index.aggregate_of(owner) if owner else snake_case(table)
+        return None
+
+    def _finding(self, scope: _Scope, event: _Event, info: dict, line: int, column: int) -> Finding:
+        kind = info["site_kind"]
+        aggregate = self._aggregate(info)
+        function = scope.qualname
+        verb = naming.verb_for(info.get("verb") or "updated", function, self.settings.verbs)
+        dynamic = aggregate is None and kind in ("session-add", "session-delete", "session-merge", "wrapper")
+        if kind == "session-add" and scope.owner and info.get("entity_code") == "self" and not aggregate:
+            dynamic = True
+        # A write of `self` (or a parameter) in a helper: the helper is a wrapper, emit inside it.
+        wrapper_here = None
+        if scope.qualname and kind in ("session-add", "session-delete", "session-merge"):
+            qualname = f"{self.modname}.{scope.qualname}"
+            wrapper_here = self.index.wrapper(qualname)
+            if wrapper_here is not None:
+                kind = "wrapper"
+                verb = naming.verb_for(wrapper_here.verb if info.get("verb") == "saved" else info.get("verb"),
+                                       function, self.settings.verbs)
+                if info.get("entity_code") == "self" and scope.owner:
+                    aggregate = None  # subclasses share the wrapper: the class is known at run time
+                    dynamic = True
+        event_type = naming.event_type(
+            self.settings.prefix, aggregate, verb, self.path, function, self.settings.event_types
+        ) if aggregate else None
+        covered = info.get("covered_by") is not None
+        decide = info.get("decide")
+        action = "rewrite"
+        reason = ""
+        if kind == "wrapper-call":
+            if decide:
+                action, reason = "decide", decide
+            else:
+                wrapper = info.get("wrapper")
+                action = "covered"
+                reason = f"emitted inside {wrapper.qualname}" if wrapper else "emitted inside the wrapper"
+                covered = True
+        elif kind == "implicit-update":
+            action = "covered" if covered else "capture"
+            reason = "an emit covers it" if covered else (
+                "attribute assignment: enable outbox capture for this class (docs/codemods.md)"
+            )
+        elif covered:
+            action, reason = "covered", "an emit already follows it"
+        elif info.get("ignored"):
+            action, reason = "ignored", "# strangler: ignore"
+        elif decide:
+            action, reason = "decide", decide
+        else:
+            action, reason = self._decision(kind, info, aggregate, dynamic)
+        edit = None
+        if action == "rewrite":
+            edit = self._edit(kind, info, event, aggregate, verb, event_type, dynamic)
+            if edit is None:
+                action, reason = "decide", "the emit has no safe place (the site is inside an expression)"
+        site = Site(
+            path=self.path,
+            line=line,
+            column=column,
+            kind=kind,
+            aggregate=aggregate,
+            function=function,
+            commit_visible=bool(info.get("commit_visible")) or (wrapper_here is not None and wrapper_here.commits),
+            covered=covered,
+            confidence=info.get("confidence", "high"),
+            action=action,
+            reason=reason,
+            event_type=event_type if not dynamic else naming.dynamic_type_text(self.settings.prefix, verb),
+            code=code_of(event.node).split("\n")[0] if event.node is not None else "",
+        )
+        return Finding(site=site, edit=edit)
+
+    def _decision(self, kind: str, info: dict, aggregate: str | None, dynamic: bool) -> tuple[str, str]:
+        if info.get("target") is None:
+            return "decide", "no session at hand in this function to emit with"
+        if kind == "dbapi":
+            if info.get("autocommit"):
+                return "decide", "the connection is in autocommit: the write commits before any emit could join it"
+            if not info.get("commit_visible"):
+                return "decide", "no commit of this connection is visible here: its transaction cannot be proven"
+        if aggregate is None and not dynamic:
+            return "decide", "the aggregate cannot be known (pass it by configuring an event type for this site)"
+        return "rewrite", ""
+
+    def _edit(self, kind, info, event: _Event, aggregate, verb, event_type, dynamic) -> Edit | None:
+        stmt = event.stmt
+        if stmt is None:
+            return None
+        target = info["target"]
+        entity = info.get("entity_code")
+        imports = [("outbox", "emit")] if self.emit_name == "emit" else [("outbox", "emit as outbox_emit")]
+        fn = self.emit_name
+        entity_less = kind in ("session-bulk", "query-bulk", "execute", "dbapi")
+        many = info.get("many")
+        if entity_less:
+            args = [target, f'"{event_type}"', f'aggregate="{aggregate}"']
+            if info.get("data"):
+                args.append(f"data={info['data']}")
+            code = f"{fn}({', '.join(args)})"
+        else:
+            if entity is None:
+                return None
+            element = "_entity" if many else entity
+            if dynamic:
+                imports.append(("outbox.emit", "aggregate_type_of"))
+                type_code = naming.dynamic_type_code(self.settings.prefix, element, verb)
+            else:
+                type_code = f'"{event_type}"'
+            code = f"{fn}({target}, {type_code}, {element})"
+            if many:
+                code = f"for _entity in {entity}:\n    {code}"
+        header = info.get("header")
+        small = info.get("small")
+        before = bool(header)
+        if isinstance(stmt, cst.SimpleStatementLine):
+            body = list(stmt.body)
+            if isinstance(small, cst.Return):
+                before = True
+            elif small in body:
+                after = body[body.index(small) + 1 :]
+                if any(_is_commit(s) for s in after):
+                    before = True
+            if before and entity and not entity_less and self._binds(stmt, entity):
+                return None
+        elif header and entity and not entity_less:
+            return None
+        return Edit(anchor=stmt, before=before, code=code, imports=tuple(imports))
+
+    def _binds(self, stmt: cst.SimpleStatementLine, name: str) -> bool:
+        for small in stmt.body:
+            if isinstance(small, cst.Assign):
+                if any(isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
+                    return True
+        return False
+
+
+def _is_commit(small: cst.CSTNode) -> bool:
+    return any(
+        isinstance(c.func, cst.Attribute) and c.func.attr.value in DBAPI_TRANSACTION_NAMES
+        for c in _calls_in(small)
+    )
+
+
+def detect(module: cst.Module, path: str, modname: str, index: Index, settings: Settings) -> list[Finding]:
+    """Return the findings of one parsed module."""
+    return Detector(module, path, modname, index, settings).run()
