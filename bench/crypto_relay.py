@@ -1,0 +1,130 @@
+"""Relay forwarding rate: plaintext rows, emit-time-encrypted rows, and encrypt_at = "relay".
+
+Uses ``outbox.relay`` when it is installed (``--relay real``); otherwise (``--relay
+loop``, the default while the relay is being written) a minimal forwarding loop
+that does the relay's per-row work: read a batch of outbox rows in position
+order, build envelopes (``Envelope.from_row``), apply the envelope transform,
+publish to the file router (fsync per batch), mark the rows published.
+The loop has no leases, retries or metrics, so it runs faster than the real
+relay and the encryption share it shows is an upper bound.
+
+Variants (the same N events each, filled before timing, PostgreSQL):
+  plain        rows with JSON payloads, no transform
+  emit_sealed  rows sealed at emit (window 1000), no transform: the relay forwards bytes
+  relay_seal   plaintext rows, the relay transform signs and encrypts (window 1000)
+
+Usage:
+  python bench/crypto_relay.py [--events 5000] [--rounds 3] [--batch 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, select, update
+from sqlalchemy.orm import Session
+
+import outbox
+from outbox import emit, outbox_table, settings
+from outbox import migrate as outbox_migrate
+from outbox.crypto import KeyRing, Sealer, new_key, relay_transform
+from outbox.crypto.policy import parse_policy
+from outbox.envelope import Envelope
+from outbox.routers import open_router
+
+POLICY = {"readers": {"shop.order.*": ["billing", "shipping"]}, "trust": {"billing": ["shop"]}}
+DATA = {"customer": "ann@example.com", "total": "19.90", "status": "new", "lines": 3}
+
+
+def fill(engine, n, sealer):
+    settings.reset()
+    outbox.configure(source="/shop", sealer=sealer)
+    with Session(engine) as session:
+        for i in range(n):
+            emit(session, "shop.order.created", aggregate="order", key=str(i % 500), data={"id": i, **DATA})
+            if i % 500 == 499:
+                session.commit()
+        session.commit()
+    settings.reset()
+
+
+def forward_loop(engine, router, transform, batch) -> int:
+    sent = 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                select(outbox_table).where(outbox_table.c.published_at.is_(None))
+                .order_by(outbox_table.c.position).limit(batch)
+            ).all()
+            if not rows:
+                return sent
+            envelopes = [Envelope.from_row(row) for row in rows]
+            if transform is not None:
+                envelopes = [transform(e) for e in envelopes]
+            results = router.publish(envelopes)
+            assert all(r.ok for r in results)
+            import datetime as dt
+
+            conn.execute(
+                update(outbox_table).where(outbox_table.c.position.in_([r.position for r in rows]))
+                .values(published_at=dt.datetime.now(dt.timezone.utc))
+            )
+            sent += len(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=200)
+    args = parser.parse_args()
+    import psycopg
+
+    folder = Path(tempfile.mkdtemp())
+    keys = folder / "keys"
+    new_key(keys, "shop", producer=True)
+    new_key(keys, "billing")
+    new_key(keys, "shipping")
+    policy = parse_policy(POLICY)
+    sealer = Sealer(KeyRing.load(keys), policy, reuse_events=1000, reuse_seconds=60)
+    variants = {"plain": (None, None), "emit_sealed": (sealer, None), "relay_seal": (None, relay_transform(sealer))}
+
+    name = f"strangler_bench_{uuid.uuid4().hex[:8]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
+        engine = create_engine(url)
+        results = {v: [] for v in variants}
+        for round_ in range(args.rounds):
+            for variant, (emit_sealer, transform) in variants.items():
+                with engine.begin() as conn:
+                    conn.execute(outbox_table.delete())
+                fill(engine, args.events, emit_sealer)
+                router = open_router(f"file://{folder}/events-{variant}-{round_}")
+                start = time.perf_counter()
+                sent = forward_loop(engine, router, transform, args.batch)
+                results[variant].append(sent / (time.perf_counter() - start))
+                router.close()
+        engine.dispose()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    med = {v: statistics.median(r) for v, r in results.items()}
+    print(f"forwarding loop, PostgreSQL -> file router, {args.events} events, batch {args.batch}, "
+          f"median of {args.rounds} rounds")
+    for variant in variants:
+        print(f"  {variant:12s} {med[variant]:8.0f} events/s  ratio to plain {med[variant] / med['plain']:.2f}")
+
+
+
+if __name__ == "__main__":
+    main()
