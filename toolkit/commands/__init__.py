@@ -14,6 +14,8 @@ COMMANDS = [
     "outbox",
     "keys",
     "events",
+    "scan",
+    "rewrite",
 ]
 
 

@@ -1,0 +1,54 @@
+"""``strangler scan``: list every state change of a codebase, read-only."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..context import Problems, load
+from .codemod_options import codemod_run
+
+
+@click.command(name="scan")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text", show_default=True,
+              help="text for a person, json for tools (docs/codemods.md), sarif for editors and code hosts.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Parallel processes (default: CPU count).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="strangler.toml or pyproject.toml to read.")
+@click.pass_context
+def command(ctx: click.Context, paths: tuple[str, ...], fmt: str, as_json: bool, jobs: int | None,
+            config_file: str | None) -> None:
+    """Find every place the code changes database state (read-only).
+
+    \b
+    Reports kind, aggregate, enclosing function, whether the commit is visible,
+    whether an emit already covers it, a confidence, and what `rewrite` would do
+    (rewrite, covered, decide, capture, ignored). Exit 1 when a site is neither
+    covered nor ignored (rewrite or decide) or a file could not be parsed.
+
+    \b
+    Examples:
+      strangler scan shop/
+      strangler scan shop/ --format sarif > strangler.sarif
+      strangler scan shop/ --format json | jq '.sites[] | select(.action=="decide")'
+    """
+    from codemods import report
+
+    if config_file:
+        ctx.find_root().ensure_object(dict)["config_path"] = config_file
+    config = load(ctx)
+    results = codemod_run(paths, config, rewrite=False, write=False, jobs=jobs or os.cpu_count() or 1,
+                          only=())
+    fmt = "json" if as_json else fmt
+    render = {"text": report.to_text, "json": report.to_json, "sarif": report.to_sarif}[fmt]
+    click.echo(render(results), nl=fmt != "text")
+    open_sites = sum(1 for r in results for s in r.sites if s.action in ("rewrite", "decide"))
+    skipped = sum(1 for r in results if r.status == "skipped")
+    if open_sites or skipped:
+        sys.stdout.flush()
+        raise Problems(f"{open_sites} state changes without an emit, {skipped} files skipped")
+
