@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import libcst as cst
 
@@ -525,6 +525,10 @@ class Detector:
                 ):
                     return
                 many = method == "add_all"
+                assigned = common["small"]
+                if (method == "merge" and isinstance(assigned, cst.Assign) and assigned.value is call
+                        and len(assigned.targets) == 1 and isinstance(assigned.targets[0].target, cst.Name)):
+                    entity_node = assigned.targets[0].target
                 self._site(scope, site_kind, call, stmt, verb=verb, cls=cls, target=target,
                            entity_node=entity_node, many=many, confidence=confidence, **common)
             elif method in BULK and args:
@@ -580,6 +584,9 @@ class Detector:
             return
         if kind == "collection" and method in COLLECTION_METHODS:
             owner_node = recv_node.value  # type: ignore[attr-defined]
+            owner = self.value_of(owner_node, scope)
+            if owner is not None and owner.origin == "new":
+                return  # filling a new object's collection is part of creating it
             self._site(scope, "collection", call, stmt, verb="updated", cls=receiver.cls,
                        target=self._session_at_hand(scope), entity_node=owner_node,
                        confidence="high", **common)
@@ -842,7 +849,7 @@ class Detector:
             if kind == "class" and method in QUERY_ONE | {"query"}:
                 return None
             value = self.index.attribute(receiver, method)
-            return self.index.call_value(value, {})
+            return self.index.call_value(value, _constant_kwargs(args))
         callee = self.value_of(func, scope)
         if callee is None:
             return None
@@ -864,14 +871,7 @@ class Detector:
                 return Value("sql", text=text.text if text is not None else None)
             if origin in ("contextlib.closing",) and first is not None:
                 return self.value_of(first, scope)
-        kwargs = {}
-        for arg in args:
-            if arg.keyword is not None:
-                if isinstance(arg.value, cst.Name) and arg.value.value in ("True", "False", "None"):
-                    kwargs[arg.keyword.value] = {"True": True, "False": False, "None": None}[arg.value.value]
-        if first is not None and (text := literal(first)) is not None:
-            kwargs["__first__"] = text
-        return self.index.call_value(callee, kwargs)
+        return self.index.call_value(callee, _constant_kwargs(args))
 
     # -- from events to findings ---------------------------------------------------------------------
 
@@ -994,7 +994,9 @@ class Detector:
         if action == "rewrite":
             edit = self._edit(kind, info, event, aggregate, verb, event_type, dynamic)
             if edit is None:
-                action, reason = "decide", "the emit has no safe place (the site is inside an expression)"
+                action, reason = "decide", (
+                    "the emit has no safe place: the entity is not a plain name, or the site is inside an expression"
+                )
         site = Site(
             path=self.path,
             line=line,
@@ -1040,7 +1042,8 @@ class Detector:
                 args.append(f"data={info['data']}")
             code = f"{fn}({', '.join(args)})"
         else:
-            if entity is None:
+            entity_node = info.get("entity_node")
+            if entity is None or not (many or _is_reference(info.get("entity_ref", entity_node))):
                 return None
             element = "_entity" if many else entity
             if dynamic:
@@ -1074,6 +1077,27 @@ class Detector:
                 if any(isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
                     return True
         return False
+
+
+def _constant_kwargs(args: Sequence[cst.Arg]) -> dict:
+    """Keyword arguments that are True/False/None, and a string first argument as ``__first__``."""
+    kwargs: dict = {}
+    for arg in args:
+        if arg.keyword is not None and isinstance(arg.value, cst.Name) and arg.value.value in _CONSTANTS:
+            kwargs[arg.keyword.value] = _CONSTANTS[arg.value.value]
+    if args and args[0].keyword is None and (text := literal(args[0].value)) is not None:
+        kwargs["__first__"] = text
+    return kwargs
+
+
+_CONSTANTS = {"True": True, "False": False, "None": None}
+
+
+def _is_reference(node: cst.CSTNode | None) -> bool:
+    """A name or ``a.b.c``: safe to evaluate again in the emit."""
+    while isinstance(node, cst.Attribute):
+        node = node.value
+    return isinstance(node, cst.Name)
 
 
 def _is_commit(small: cst.CSTNode) -> bool:

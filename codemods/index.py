@@ -28,6 +28,7 @@ from .values import (
 IGNORE_MARK = "strangler: ignore"
 WRITE_METHODS = {"add": "saved", "add_all": "saved", "delete": "deleted", "merge": "saved"}
 COMMIT_METHODS = {"commit"}
+LOADERS = ("get", "find", "fetch", "load", "lookup", "by_")
 
 # A raw, unresolved description of an assigned expression:
 #   ("dotted", "db.session") | ("call", "sessionmaker", {"autocommit": True}) | ("str", "...")
@@ -158,7 +159,12 @@ class _FactsVisitor:
         writes: list[tuple[str, str, str]] = []
         commits: list[str] = []
         returns: Raw | None = None
+        assigned: dict[str, Raw] = {}
         for sub in _walk_body(node):
+            if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name):
+                raw = _raw(sub.value)
+                if raw is not None:
+                    assigned.setdefault(sub.targets[0].id, raw)
             if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
                 receiver = dotted(sub.func.value)
                 if receiver is None:
@@ -170,6 +176,8 @@ class _FactsVisitor:
                     commits.append(receiver)
             elif isinstance(sub, ast.Return) and sub.value is not None and returns is None:
                 returns = _raw(sub.value)
+                if returns is not None and returns[0] == "dotted" and returns[1] in assigned:
+                    returns = assigned[returns[1]]  # `order = Order.get(...); return order`
         if node.returns is not None and (text := dotted(node.returns)):
             returns = ("annotation", text)
         return FuncFacts(
@@ -460,6 +468,9 @@ class Index:
                 return Value("query", cls=value.cls)
             if attr == "__table__" and self.is_mapped(value.cls):
                 return Value("table", cls=value.cls, table=self.tablename(value.cls))
+            method = self.find_method(value.cls, attr)
+            if method is not None:
+                return Value("method", cls=value.cls, attr=method)
             return None
         if kind in ("entity", "instance") and value.cls:
             if kind == "entity" and attr in self.relationships(value.cls):
@@ -500,8 +511,14 @@ class Index:
             if fn is not None and fn.returns is not None:
                 module = callee.attr.rpartition(".")[0]
                 return self.raw_value(module, fn.returns, {})
-        if kind == "engine":
-            return None
+        if kind == "method" and callee.cls and self.is_mapped(callee.cls):
+            # Class-level finders and factories of a mapped class (`Order.get_by_id(1)`,
+            # `User.create(...)`), by name: their bodies are not typed by this pass.
+            name = (callee.attr or "").rpartition(".")[2]
+            if name.startswith(LOADERS):
+                return Value("entity", cls=callee.cls, origin="loaded")
+            if name in ("create", "build", "new"):
+                return Value("entity", cls=callee.cls, origin="new")
         return None
 
     # -- classes -------------------------------------------------------------------------

@@ -1,0 +1,487 @@
+"""Before/after pairs for every kind, trap and refusal of ``strangler rewrite``."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import assert_codemod, run_on, write_tree
+
+
+def sites(result, kind=None):
+    return [s for s in result.sites if kind is None or s.kind == kind]
+
+
+def test_session_add_of_a_new_entity_emits_created_before_the_commit(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db, User
+
+
+        def sign_up(name):
+            user = User(name=name)
+            db.session.add(user)  # comment kept
+            db.session.commit()
+            return user
+    ''', '''
+        from .models import db, User
+        from outbox import emit
+
+
+        def sign_up(name):
+            user = User(name=name)
+            db.session.add(user)  # comment kept
+            emit(db.session, "app.user.created", user)
+            db.session.commit()
+            return user
+    ''')
+
+
+def test_session_delete_and_loaded_add(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db, User
+
+
+        def remove(uid):
+            user = User.query.get(uid)
+            db.session.delete(user)
+            db.session.commit()
+
+
+        def touch(uid):
+            user = db.session.get(User, uid)
+            db.session.add(user)
+    ''', '''
+        from .models import db, User
+        from outbox import emit
+
+
+        def remove(uid):
+            user = User.query.get(uid)
+            db.session.delete(user)
+            emit(db.session, "app.user.deleted", user)
+            db.session.commit()
+
+
+        def touch(uid):
+            user = db.session.get(User, uid)
+            db.session.add(user)
+            emit(db.session, "app.user.updated", user)
+    ''')
+
+
+def test_explicit_session_in_a_repository_class(tmp_path):
+    assert_codemod(tmp_path, '''
+        from sqlalchemy.orm import Session
+
+        from .models import User
+
+
+        class UserRepository:
+            def __init__(self, session: Session):
+                self.session = session
+
+            def add(self, user: User):
+                self.session.add(user)
+    ''', '''
+        from sqlalchemy.orm import Session
+
+        from .models import User
+        from outbox import emit
+
+
+        class UserRepository:
+            def __init__(self, session: Session):
+                self.session = session
+
+            def add(self, user: User):
+                self.session.add(user)
+                emit(self.session, "app.user.saved", user)
+    ''')
+
+
+def test_wrapper_that_commits_gets_the_emit_inside_before_its_commit_and_calls_stay(tmp_path):
+    files = {"app/models.py": '''
+        from flask_sqlalchemy import SQLAlchemy
+
+        db = SQLAlchemy()
+
+
+        class CRUDMixin:
+            def save(self, commit=True):
+                db.session.add(self)
+                if commit:
+                    db.session.commit()
+                return self
+
+
+        class User(CRUDMixin, db.Model):
+            id = db.Column(db.Integer, primary_key=True)
+    ''', "app/views.py": '''
+        from .models import User
+
+
+        def sign_up():
+            user = User()
+            user.save()
+    '''}
+    write_tree(tmp_path, files)
+    result = run_on(tmp_path, "app/models.py", write=True)
+    assert "emit(db.session, f\"app.{aggregate_type_of(type(self))}.saved\", self)\n        if commit:" in (
+        tmp_path / "app/models.py"
+    ).read_text()
+    assert "from outbox.emit import aggregate_type_of" in (tmp_path / "app/models.py").read_text()
+    assert [s.kind for s in result.sites] == ["wrapper"]
+    views = run_on(tmp_path, "app/views.py", write=True)
+    assert [(s.kind, s.action) for s in views.sites] == [("wrapper-call", "covered")]
+    assert not views.changed
+
+
+def test_bulk_query_update_and_delete(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db, Order
+
+
+        def close(status):
+            Order.query.filter_by(status="open").update({"status": status})
+            Order.query.filter(Order.status == "void").delete()
+            db.session.commit()
+    ''', '''
+        from .models import db, Order
+        from outbox import emit
+
+
+        def close(status):
+            Order.query.filter_by(status="open").update({"status": status})
+            emit(db.session, "app.order.updated", aggregate="order", data={"status": status})
+            Order.query.filter(Order.status == "void").delete()
+            emit(db.session, "app.order.deleted", aggregate="order")
+            db.session.commit()
+    ''')
+
+
+def test_execute_of_a_statement_built_elsewhere_in_the_function_and_of_text(tmp_path):
+    assert_codemod(tmp_path, '''
+        from sqlalchemy import text, update
+
+        from .models import db, Order
+
+
+        def cancel(order_id, reason):
+            stmt = update(Order).where(Order.id == order_id).values(status=reason)
+            db.session.execute(stmt)
+            db.session.execute(text("DELETE FROM orders WHERE status = 'void'"))
+            db.session.execute(text("SELECT 1"))
+            db.session.commit()
+    ''', '''
+        from sqlalchemy import text, update
+
+        from .models import db, Order
+        from outbox import emit
+
+
+        def cancel(order_id, reason):
+            stmt = update(Order).where(Order.id == order_id).values(status=reason)
+            db.session.execute(stmt)
+            emit(db.session, "app.order.updated", aggregate="order", data={"status": reason})
+            db.session.execute(text("DELETE FROM orders WHERE status = 'void'"))
+            emit(db.session, "app.order.deleted", aggregate="order")
+            db.session.execute(text("SELECT 1"))
+            db.session.commit()
+    ''')
+
+
+def test_bulk_mappings(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db, User
+
+
+        def load(rows):
+            db.session.bulk_insert_mappings(User, rows)
+            db.session.commit()
+    ''', '''
+        from .models import db, User
+        from outbox import emit
+
+
+        def load(rows):
+            db.session.bulk_insert_mappings(User, rows)
+            emit(db.session, "app.user.created", aggregate="user", data={"rows": rows})
+            db.session.commit()
+    ''')
+
+
+def test_relationship_collection_of_a_loaded_entity_but_not_of_a_new_one(tmp_path):
+    result = assert_codemod(tmp_path, '''
+        from .models import db, User, Order
+
+
+        def attach(uid):
+            user = db.session.get(User, uid)
+            user.orders.append(Order(status="new"))
+            db.session.commit()
+
+
+        def fresh():
+            user = User()
+            user.orders.append(Order())
+            db.session.add(user)
+    ''', '''
+        from .models import db, User, Order
+        from outbox import emit
+
+
+        def attach(uid):
+            user = db.session.get(User, uid)
+            user.orders.append(Order(status="new"))
+            emit(db.session, "app.user.updated", user)
+            db.session.commit()
+
+
+        def fresh():
+            user = User()
+            user.orders.append(Order())
+            db.session.add(user)
+            emit(db.session, "app.user.created", user)
+    ''')
+    assert [s.kind for s in result.sites] == ["collection", "session-add"]
+
+
+def test_dbapi_cursor_with_a_visible_commit(tmp_path):
+    assert_codemod(tmp_path, '''
+        import sqlite3
+
+
+        def purge(day):
+            conn = sqlite3.connect("shop.db")
+            cur = conn.cursor()
+            cur.execute("DELETE FROM orders WHERE day = ?", (day,))
+            cur.execute("SELECT count(*) FROM orders")
+            conn.commit()
+    ''', '''
+        import sqlite3
+        from outbox import emit
+
+
+        def purge(day):
+            conn = sqlite3.connect("shop.db")
+            cur = conn.cursor()
+            cur.execute("DELETE FROM orders WHERE day = ?", (day,))
+            emit(conn, "app.order.deleted", aggregate="order", data={"day": day})
+            cur.execute("SELECT count(*) FROM orders")
+            conn.commit()
+    ''')
+
+
+@pytest.mark.parametrize("source, reason", [
+    ('''
+        import sqlite3
+
+
+        def purge():
+            conn = sqlite3.connect("shop.db", isolation_level=None)
+            conn.execute("DELETE FROM orders")
+            conn.commit()
+    ''', "autocommit"),
+    ('''
+        def purge(cur):
+            cur.execute("DELETE FROM orders")
+    ''', "no commit"),
+    ('''
+        from .models import db, User
+
+
+        def make(name):
+            db.session.add(User(name=name))
+    ''', "no safe place"),
+])
+def test_refusals_are_reported_as_needing_a_decision(tmp_path, source, reason):
+    result = assert_codemod(tmp_path, source, source)
+    decided = [s for s in result.sites if s.action == "decide"]
+    assert len(decided) == 1 and reason in decided[0].reason
+
+
+def test_wrapper_defined_outside_the_tree_is_a_decision(tmp_path):
+    source = '''
+        from sqlalchemy_mixins import ActiveRecordMixin
+
+        from .models import db
+
+
+        class Post(db.Model, ActiveRecordMixin):
+            id = db.Column(db.Integer, primary_key=True)
+
+
+        def publish(post_id):
+            post = Post.query.get(post_id)
+            post.save()
+    '''
+    result = assert_codemod(tmp_path, source, source)
+    assert [(s.kind, s.action) for s in result.sites] == [("wrapper-call", "decide")]
+
+
+def test_lookalikes_are_not_state_changes(tmp_path):
+    source = '''
+        import redis
+        import requests
+
+        cache = redis.Redis()
+
+
+        class Client:
+            def __init__(self):
+                self.session = requests.Session()
+
+            def drop(self, url):
+                self.session.delete(url)
+
+
+        def work(form, key):
+            seen = set()
+            seen.add(key)
+            cache.delete(key)
+            form.data.update({"a": 1})
+            items = []
+            items.append(key)
+            d = {}
+            d.update(a=1)
+    '''
+    result = assert_codemod(tmp_path, source, source)
+    assert result.sites == []
+
+
+def test_ignore_comment_on_a_line_and_on_a_function(tmp_path):
+    source = '''
+        from .models import db, User
+
+
+        def a(user: User):
+            db.session.delete(user)  # strangler: ignore
+
+
+        def b(user: User):  # strangler: ignore
+            db.session.delete(user)
+    '''
+    result = assert_codemod(tmp_path, source, source)
+    assert [s.action for s in result.sites] == ["ignored", "ignored"]
+
+
+def test_commit_on_the_same_line_puts_the_emit_before_the_line(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db, User
+
+
+        def rename(user: User):
+            db.session.add(user); db.session.commit()
+    ''', '''
+        from .models import db, User
+        from outbox import emit
+
+
+        def rename(user: User):
+            emit(db.session, "app.user.saved", user)
+            db.session.add(user); db.session.commit()
+    ''')
+
+
+def test_an_existing_emit_name_is_not_shadowed(tmp_path):
+    assert_codemod(tmp_path, '''
+        from flask_socketio import emit
+
+        from .models import db, User
+
+
+        def sign_up(name):
+            user = User(name=name)
+            db.session.add(user)
+            emit("signed_up", name)
+    ''', '''
+        from flask_socketio import emit
+
+        from .models import db, User
+        from outbox import emit as outbox_emit
+
+
+        def sign_up(name):
+            user = User(name=name)
+            db.session.add(user)
+            outbox_emit(db.session, "app.user.created", user)
+            emit("signed_up", name)
+    ''')
+
+
+def test_implicit_update_is_reported_for_capture_not_rewritten(tmp_path):
+    source = '''
+        from .models import db, User
+
+
+        def rename(uid, name):
+            user = User.query.get(uid)
+            user.name = name
+            db.session.commit()
+
+
+        def draft(name):
+            user = User()
+            user.name = name
+    '''
+    result = assert_codemod(tmp_path, source, source)
+    assert [(s.kind, s.action, s.aggregate) for s in result.sites] == [("implicit-update", "capture", "user")]
+
+
+def test_domain_verbs_and_per_site_event_types(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db, Order
+
+
+        def cancel_order(order: Order):
+            db.session.delete(order)
+
+
+        def archive(order: Order):
+            db.session.delete(order)
+    ''', '''
+        from .models import db, Order
+        from outbox import emit
+
+
+        def cancel_order(order: Order):
+            db.session.delete(order)
+            emit(db.session, "app.order.cancelled", order)
+
+
+        def archive(order: Order):
+            db.session.delete(order)
+            emit(db.session, "shop.order.archived", order)
+    ''', verbs="function", event_types=("*::archive=shop.{aggregate}.archived",))
+
+
+def test_skip_options(tmp_path):
+    source = '''
+        from .models import db, User
+
+
+        def before_request():
+            user = User()
+            db.session.add(user)
+    '''
+    result = assert_codemod(tmp_path, source, source, skip_functions=("before_*",))
+    assert result.sites == []
+    result = assert_codemod(tmp_path, source, source, skip=("app/code.py:session-add",))
+    assert result.sites == []
+
+
+@pytest.mark.parametrize("source, line", [
+    ("print 'python 2'\n", 1),
+    ("x = = 1\n", 1),
+])
+def test_unparsable_files_are_skipped_with_path_and_line(tmp_path, source, line):
+    write_tree(tmp_path, {"app/bad.py": source})
+    result = run_on(tmp_path, "app/bad.py", write=True)
+    assert result.status == "skipped" and result.line == line and result.path == "app/bad.py"
+    assert (tmp_path / "app/bad.py").read_text() == source
+
+
+def test_bad_encoding_is_skipped(tmp_path):
+    write_tree(tmp_path, {"app/x.py": ""})
+    (tmp_path / "app/x.py").write_bytes(b"a = 1\nb = '\xff\xfe'\n")
+    result = run_on(tmp_path, "app/x.py", write=True)
+    assert result.status == "skipped" and result.line == 2
