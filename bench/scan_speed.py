@@ -1,0 +1,65 @@
+"""Scan rate against bare ``libcst.parse_module`` over the same files, in the same run.
+
+    python bench/scan_speed.py [PATH] [--rounds 3]
+
+PATH defaults to the installed SQLAlchemy package. Each round times, over the
+same file list: bare parsing (one process), ``scan`` with one job, and ``scan``
+with two jobs. Reported: lines/s and the ratio of scan to bare parsing (target
+≥ 0.5 single process), median of the rounds. Peak RSS is printed for the scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import libcst
+
+from codemods import runner
+from codemods.detect import Settings
+
+
+def bare_parse(files):
+    for path in files:
+        text, *_ = runner.read_source(path)
+        if text is not None:
+            try:
+                libcst.parse_module(text)
+            except libcst.ParserSyntaxError:
+                pass
+
+
+def scan(files, jobs):
+    options = runner.Options(settings=Settings(), root="/")
+    return sum(len(r.sites) for r in runner.run(files, options, jobs=jobs))
+
+
+def main() -> None:
+    import sqlalchemy
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("path", nargs="?", default=str(Path(sqlalchemy.__file__).parent))
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    files = runner.discover([args.path])
+    lines = sum(p.read_bytes().count(b"\n") for p in files)
+    print(f"{len(files)} files, {lines} lines under {args.path}")
+    rows = {"parse": [], "scan --jobs 1": [], "scan --jobs 2": []}
+    sites = 0
+    for _ in range(args.rounds):
+        start = time.perf_counter(); bare_parse(files); rows["parse"].append(time.perf_counter() - start)
+        start = time.perf_counter(); sites = scan(files, 1); rows["scan --jobs 1"].append(time.perf_counter() - start)
+        start = time.perf_counter(); scan(files, 2); rows["scan --jobs 2"].append(time.perf_counter() - start)
+    base = statistics.median(rows["parse"])
+    print(f"{'':16} {'seconds':>8} {'lines/s':>9} {'÷ parse':>8}")
+    for name, times in rows.items():
+        t = statistics.median(times)
+        print(f"{name:16} {t:8.2f} {lines / t:9.0f} {base / t:8.2f}")
+    print(f"sites found: {sites}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
