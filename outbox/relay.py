@@ -1,0 +1,561 @@
+"""The relay: claim ▸ publish ▸ mark, in order per aggregate, at least once, with any number of relays.
+
+* No high-water mark. Every claim reads the unpublished rows of the relay's
+  partitions in position order, so a row that commits after a later one is
+  simply found by the next claim.
+* One relay at a time owns a partition (``outbox.leases``); every write to a
+  row is fenced by the partition's token, so a relay that lost its lease
+  cannot mark rows.
+* A row is marked published only after the router reports the broker's ack.
+  A crash between publish and mark re-publishes the batch: at least once,
+  and every event carries its ``id`` for de-duplication.
+* Failures: a transient one (broker down) keeps every row as it is and backs
+  the whole relay off with jitter until the broker returns. A permanent one
+  (poison row, rejected by the broker, too large, a transform that raises)
+  counts an attempt on that row, delays it with exponential backoff + jitter
+  and holds back its key's later rows, and only that key's; after
+  ``max_attempts`` the row is dead (``dead_at``, ``last_error`` kept) and
+  its key flows again. ``outbox.maintenance.retry_dead`` brings it back.
+* Claiming the next batch overlaps publishing this one (a one-thread
+  database worker runs claims and marks in order, the caller's thread publishes).
+* PostgreSQL: a trigger sends NOTIFY at the emitting commit and a listener
+  wakes the relay; polling at ``poll_interval`` stays as the fallback.
+  Elsewhere polling adapts: 10 ms after work, doubling to ``poll_interval``.
+* ``stop()`` (the CLI calls it on SIGTERM/SIGINT) lets the batch in flight
+  finish publishing and be marked, then ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from typing import Callable, Sequence
+
+from sqlalchemy import and_, not_, or_, select, update
+from sqlalchemy.engine import Engine
+
+from .envelope import Envelope
+from .leases import Leases, new_owner_id
+from .metrics import NullMetrics
+from .routers.base import PublishResult, Router
+from .table import DEFAULT_TABLE_NAME, get_outbox_table
+
+log = logging.getLogger("strangler.relay")
+
+EnvelopeTransform = Callable[[Envelope], Envelope]
+
+_CLAIM_COLUMNS = (
+    "position", "id", "aggregatetype", "aggregateid", "type", "payload", "timestamp",
+    "tracingspancontext", "source", "content_type", "lease_partition", "attempts",
+)
+#: Most keys named in the claim's exclusion list; beyond it they are filtered after the read.
+_MAX_EXCLUDED_KEYS = 200
+
+
+@dataclasses.dataclass
+class RelayOptions:
+    """How one relay claims, publishes, retries and waits."""
+
+    batch: int = 200
+    max_attempts: int = 10
+    poll_interval: float = 0.5
+    lease_seconds: float = 15.0
+    #: Backoff of a row after a permanent failure: retry_base * 2^(attempts-1), capped, with jitter.
+    retry_base: float = 1.0
+    retry_max: float = 300.0
+    #: Longest pause of the whole relay while the broker is unreachable.
+    outage_max: float = 30.0
+    table_name: str = DEFAULT_TABLE_NAME
+    #: Use PostgreSQL LISTEN/NOTIFY where available.
+    notify: bool = True
+    #: Claim the next batch while this one publishes.
+    overlap: bool = True
+
+    def __post_init__(self):
+        if self.batch < 1:
+            raise ValueError(f"relay batch = {self.batch}: expected at least 1")
+        if self.max_attempts < 1:
+            raise ValueError(f"relay max_attempts = {self.max_attempts}: expected at least 1")
+        if self.lease_seconds <= 0 or self.poll_interval <= 0:
+            raise ValueError("relay lease_seconds and poll_interval must be positive")
+
+
+@dataclasses.dataclass
+class RelayStats:
+    """Totals of one ``run``."""
+
+    batches: int = 0
+    published: int = 0
+    failed: int = 0
+    dead: int = 0
+    lost_marks: int = 0
+
+
+@dataclasses.dataclass
+class _Row:
+    position: int
+    key: tuple[str, str]
+    partition: int
+    attempts: int
+    type: str
+    envelope: Envelope | None
+    error: str | None = None  # set when the row cannot become an envelope
+
+
+@dataclasses.dataclass
+class _Batch:
+    rows: list[_Row]
+    fences: dict[int, int]
+    claimed_at: float
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Relay:
+    """Moves events from one outbox table to one router; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        router: Router,
+        *,
+        options: RelayOptions | None = None,
+        envelope_transform: EnvelopeTransform | None = None,
+        metrics: NullMetrics | None = None,
+        owner: str | None = None,
+    ):
+        self.engine = engine
+        self.router = router
+        self.options = options or RelayOptions()
+        self.envelope_transform = envelope_transform
+        self.metrics = metrics or NullMetrics()
+        self.owner = owner or new_owner_id()
+        self.table = get_outbox_table(self.options.table_name)
+        self.leases = Leases(self.options.table_name, self.owner, self.options.lease_seconds)
+        self.stats = RelayStats()
+        #: Keys whose head row awaits a retry → when it may be tried again (monotonic seconds).
+        self.blocked: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._next_refresh = 0.0
+        self._last_turn = time.monotonic()
+        self._db_ok = False
+        self._listener: threading.Thread | None = None
+        self._random = random.Random()
+
+    # -- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run`` to finish the batch in flight, mark it and return (signal-safe)."""
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Claim now instead of at the next poll."""
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` was called."""
+        return self._stop.is_set()
+
+    def healthy(self, stall_seconds: float = 60.0) -> bool:
+        """True when the loop turned within ``stall_seconds`` (for /healthz)."""
+        return time.monotonic() - self._last_turn < max(stall_seconds, 4 * self.options.outage_max)
+
+    def ready(self) -> bool:
+        """True when the last database round trip worked and the relay holds partitions (for /readyz)."""
+        return self._db_ok and bool(self.leases.state.held)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> RelayStats:
+        """Relay until ``stop()``; with ``once``, until nothing is left to claim. Return the totals."""
+        db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="strangler-relay-db")
+        marks: collections.deque[concurrent.futures.Future] = collections.deque()
+        prefetch: concurrent.futures.Future | None = None
+        idle = 0.01
+        outage = 0
+        try:
+            db.submit(self._start).result()
+            self._start_listener()
+            while not self._stop.is_set():
+                self._last_turn = time.monotonic()
+                if time.monotonic() >= self._next_refresh:
+                    if prefetch is not None:  # a claim made before the refresh may hold released partitions
+                        prefetch.result()
+                        prefetch = None
+                    self._wait(marks)
+                    if not self._call(db, self._refresh):
+                        if once:
+                            break
+                        self._pause(self._outage_delay(outage := outage + 1))
+                        continue
+                self._wake.clear()
+                if prefetch is not None:
+                    batch, prefetch = self._result(prefetch), None
+                else:
+                    batch = self._call(db, self._claim, ())
+                if batch is None:  # database unreachable
+                    self._wait(marks)
+                    if once:
+                        break
+                    self._pause(self._outage_delay(outage := outage + 1))
+                    continue
+                batch.rows = [row for row in batch.rows if not self._is_blocked(row.key)]
+                if not batch.rows:
+                    self._wait(marks)
+                    self._report_gauges(None)
+                    if once:
+                        break
+                    self._idle(idle)
+                    idle = min(idle * 2, self.options.poll_interval)
+                    continue
+                idle = 0.01
+                if self.options.overlap:
+                    prefetch = db.submit(self._claim, tuple(row.position for row in batch.rows))
+                results, transient = self._publish(batch)
+                marks.append(db.submit(self._mark, batch, results))
+                self._report_gauges(batch)
+                if transient:
+                    if prefetch is not None:
+                        self._result(prefetch)
+                        prefetch = None
+                    self._wait(marks)
+                    if once:
+                        break
+                    outage += 1
+                    delay = self._outage_delay(outage)
+                    log.warning(
+                        "broker unavailable, backing off",
+                        extra={"relay": {"event": "backoff", "seconds": round(delay, 3), "error": transient}},
+                    )
+                    self._pause(delay)
+                else:
+                    outage = 0
+            if prefetch is not None:
+                self._result(prefetch)
+            self._wait(marks)
+        finally:
+            self._stop.set()
+            try:
+                db.submit(self._shutdown).result(timeout=30)
+            except Exception as exc:  # the leases expire on their own
+                log.warning("could not release leases: %s", exc, extra={"relay": {"event": "release_failed"}})
+            db.shutdown(wait=True)
+        return self.stats
+
+    def drain(self) -> RelayStats:
+        """Publish everything claimable now and return (``run(once=True)``)."""
+        return self.run(once=True)
+
+    # -- steps run on the database worker ----------------------------------------------------
+
+    def _start(self) -> None:
+        with self.engine.begin() as conn:
+            self.leases.ensure_tables(conn)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        now = _now()
+        with self.engine.begin() as conn:
+            taken = self.leases.refresh(conn, now)
+            if taken:
+                self._load_blocked(conn, taken, now)
+        state = self.leases.state
+        self._db_ok = True
+        # Renew at a third of the lease; while short of a fair share, look again soon.
+        share_short = len(state.held) < -(-64 // state.live_relays)
+        interval = self.options.lease_seconds / 3
+        if share_short:
+            interval = min(interval, max(self.options.poll_interval, 0.2))
+        self._next_refresh = time.monotonic() + interval
+        if taken:
+            log.info(
+                "took partitions",
+                extra={"relay": {"event": "lease", "taken": len(taken), "held": len(state.held),
+                                 "relays": state.live_relays}},
+            )
+
+    def _load_blocked(self, conn, partitions: list[int], now: dt.datetime) -> None:
+        t = self.table
+        rows = conn.execute(
+            select(t.c.aggregatetype, t.c.aggregateid, t.c.available_at).where(
+                t.c.published_at.is_(None), t.c.dead_at.is_(None), t.c.lease_partition.in_(partitions),
+                t.c.available_at > now,
+            )
+        ).all()
+        mono = time.monotonic()
+        for aggregatetype, aggregateid, available_at in rows:
+            until = mono + (available_at - now).total_seconds()
+            key = (aggregatetype, aggregateid)
+            self.blocked[key] = max(self.blocked.get(key, 0.0), until)
+
+    def _claim(self, exclude: Sequence[int]) -> _Batch:
+        state = self.leases.state
+        partitions = state.claimable()
+        fences = {p: state.held[p] for p in partitions}
+        if not partitions:
+            return _Batch([], fences, time.monotonic())
+        t = self.table
+        now = _now()
+        query = select(*(t.c[name] for name in _CLAIM_COLUMNS)).where(
+            t.c.published_at.is_(None),
+            t.c.dead_at.is_(None),
+            or_(t.c.available_at.is_(None), t.c.available_at <= now),
+        )
+        if len(partitions) < 64:
+            query = query.where(t.c.lease_partition.in_(partitions))
+        if exclude:
+            query = query.where(t.c.position.not_in(list(exclude)))
+        blocked = [key for key, until in self.blocked.items() if until > time.monotonic()]
+        if blocked and len(blocked) <= _MAX_EXCLUDED_KEYS:
+            query = query.where(
+                not_(or_(*(and_(t.c.aggregatetype == a, t.c.aggregateid == b) for a, b in blocked)))
+            )
+        query = query.order_by(t.c.position).limit(self.options.batch)
+        with self.engine.connect() as conn:
+            result = conn.execute(query).all()
+        self._db_ok = True
+        rows = []
+        for r in result:
+            m = r._mapping
+            try:
+                envelope, error = Envelope.from_row(m), None
+            except Exception as exc:  # a row that cannot be an event is poison
+                envelope, error = None, f"row cannot be read as a CloudEvent: {exc}"
+            rows.append(
+                _Row(r.position, (r.aggregatetype, r.aggregateid), r.lease_partition, r.attempts, r.type,
+                     envelope, error)
+            )
+        return _Batch(rows, fences, time.monotonic())
+
+    def _mark(self, batch: _Batch, results: dict[int, PublishResult]) -> None:
+        """Write the outcome of a published batch: published rows, failed rows, dead rows."""
+        t = self.table
+        ok = [row.position for row in batch.rows if row.position in results and results[row.position].ok]
+        failed = [
+            row for row in batch.rows
+            if row.position in results and not results[row.position].ok and results[row.position].permanent
+        ]
+        now = _now()
+        fenced = self.leases.fence_condition(t, batch.fences)
+        lost = 0
+        with self.engine.begin() as conn:
+            if ok:
+                changed = conn.execute(
+                    update(t)
+                    .where(t.c.position.in_(ok), t.c.published_at.is_(None), fenced)
+                    .values(published_at=now, published_by=self.owner[:128])
+                ).rowcount
+                lost += len(ok) - changed
+            for row in failed:
+                attempts = row.attempts + 1
+                error = (results[row.position].error or "failed")[:4000]
+                values: dict = {"attempts": attempts, "last_error": error}
+                if attempts >= self.options.max_attempts:
+                    values["dead_at"] = now
+                    self.stats.dead += 1
+                    self.metrics.dead(row.type)
+                else:
+                    values["available_at"] = now + dt.timedelta(seconds=self._retry_delay(attempts))
+                changed = conn.execute(
+                    update(t).where(t.c.position == row.position, t.c.published_at.is_(None), fenced).values(**values)
+                ).rowcount
+                lost += 1 - changed
+        self._db_ok = True
+        if lost:
+            self.stats.lost_marks += lost
+            self._next_refresh = 0.0  # our lease moved on: look at what we still hold
+            log.warning(
+                "rows not marked: their partition is no longer ours; the new owner publishes them again",
+                extra={"relay": {"event": "fenced", "rows": lost}},
+            )
+
+    def _shutdown(self) -> None:
+        with self.engine.begin() as conn:
+            self.leases.release_all(conn)
+
+    # -- publishing (caller's thread) --------------------------------------------------------
+
+    def _publish(self, batch: _Batch) -> tuple[dict[int, PublishResult], str | None]:
+        """Publish a batch; return results by position and the first transient error, if any."""
+        results: dict[int, PublishResult] = {}
+        sendable: list[_Row] = []
+        envelopes: list[Envelope] = []
+        held_back: set[tuple[str, str]] = set()
+        for row in batch.rows:
+            if row.key in held_back:
+                continue  # an earlier row of this key failed before publishing: keep order
+            envelope, error = row.envelope, row.error
+            if envelope is not None and self.envelope_transform is not None:
+                try:
+                    envelope = self.envelope_transform(envelope)
+                except Exception as exc:
+                    error = f"envelope transform failed: {type(exc).__name__}: {exc}"
+            if error is not None:
+                results[row.position] = PublishResult(row.envelope.id if row.envelope else str(row.position),
+                                                      error, True)
+                held_back.add(row.key)
+                continue
+            sendable.append(row)
+            envelopes.append(envelope)
+        started = time.perf_counter()
+        transient: str | None = None
+        if envelopes:
+            try:
+                published = self.router.publish(envelopes)
+                if len(published) != len(envelopes):
+                    raise RuntimeError(f"router returned {len(published)} results for {len(envelopes)} events")
+            except Exception as exc:  # a router that raises is treated as a broker outage
+                published = [PublishResult(e.id, f"{type(exc).__name__}: {exc}", False) for e in envelopes]
+            for row, result in zip(sendable, published):
+                results[row.position] = result
+        elapsed = time.perf_counter() - started
+        self.metrics.batch_latency(elapsed)
+
+        types: collections.Counter[str] = collections.Counter()
+        lags = []
+        now = _now()
+        failed = dead = 0
+        mono = time.monotonic()
+        for row in batch.rows:
+            result = results.get(row.position)
+            if result is None:
+                continue
+            if result.ok:
+                types[row.type] += 1
+                if row.envelope is not None:
+                    lags.append((now - row.envelope.time).total_seconds())
+                continue
+            failed += 1
+            if result.permanent:
+                self.metrics.failed(row.type, "permanent")
+                if row.attempts + 1 >= self.options.max_attempts:
+                    dead += 1
+                    self.blocked.pop(row.key, None)
+                else:
+                    self.blocked[row.key] = mono + self._retry_delay(row.attempts + 1)
+            else:
+                self.metrics.failed(row.type, "transient")
+                transient = transient or result.error
+        self.metrics.published(types)
+        self.metrics.lag(lags)
+        published_count = sum(types.values())
+        self.stats.batches += 1
+        self.stats.published += published_count
+        self.stats.failed += failed
+        log.info(
+            "batch",
+            extra={"relay": {
+                "event": "batch", "claimed": len(batch.rows), "published": published_count, "failed": failed,
+                "dead": dead, "transient": transient is not None, "publish_ms": round(elapsed * 1000, 2),
+                "blocked_keys": self._blocked_count(),
+            }},
+        )
+        return results, transient
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _is_blocked(self, key: tuple[str, str]) -> bool:
+        until = self.blocked.get(key)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self.blocked[key]
+            return False
+        return True
+
+    def _blocked_count(self) -> int:
+        mono = time.monotonic()
+        return sum(1 for until in self.blocked.values() if until > mono)
+
+    def _retry_delay(self, attempts: int) -> float:
+        base = min(self.options.retry_max, self.options.retry_base * 2 ** max(0, attempts - 1))
+        return base * (0.5 + self._random.random() / 2)
+
+    def _outage_delay(self, outages: int) -> float:
+        base = min(self.options.outage_max, 0.1 * 2 ** max(0, outages - 1))
+        return base * (0.5 + self._random.random() / 2)
+
+    def _report_gauges(self, batch: _Batch | None) -> None:
+        oldest = 0.0
+        if batch is not None and batch.rows and batch.rows[0].envelope is not None:
+            oldest = max(0.0, (_now() - batch.rows[0].envelope.time).total_seconds())
+        self.metrics.pending(oldest, self._blocked_count(), len(self.leases.state.held))
+
+    def _call(self, db, fn, *args):
+        """Run ``fn`` on the database worker; None (logged) when the database is unreachable."""
+        try:
+            result = db.submit(fn, *args).result()
+        except Exception as exc:
+            self._db_ok = False
+            log.error("database error: %s", exc, extra={"relay": {"event": "db_error", "step": fn.__name__}})
+            return None
+        return True if result is None else result
+
+    def _result(self, future):
+        try:
+            return future.result()
+        except Exception as exc:
+            self._db_ok = False
+            log.error("database error: %s", exc, extra={"relay": {"event": "db_error", "step": "claim"}})
+            return None
+
+    def _wait(self, marks: collections.deque) -> None:
+        while marks:
+            future = marks.popleft()
+            try:
+                future.result()
+            except Exception as exc:  # the rows stay unpublished and are published again
+                self._db_ok = False
+                log.error("could not mark a batch: %s", exc, extra={"relay": {"event": "mark_failed"}})
+
+    def _pause(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def _idle(self, seconds: float) -> None:
+        if self._listener is not None and self._listener.is_alive():
+            seconds = self.options.poll_interval
+        self._wake.wait(seconds)
+
+    # -- PostgreSQL LISTEN/NOTIFY ---------------------------------------------------------------
+
+    def _start_listener(self) -> None:
+        if not self.options.notify or self.engine.dialect.name != "postgresql":
+            return
+        try:
+            import psycopg
+        except ImportError:
+            return
+        url = self.engine.url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        channel = self.table.name
+        ready = threading.Event()
+
+        def listen() -> None:
+            while not self._stop.is_set():
+                try:
+                    with psycopg.connect(conninfo, autocommit=True) as conn:
+                        conn.execute(f'LISTEN "{channel}"')
+                        ready.set()
+                        self._wake.set()  # rows may have arrived while we were not listening
+                        while not self._stop.is_set():
+                            for _ in conn.notifies(timeout=0.5):
+                                self._wake.set()
+                except Exception as exc:
+                    ready.set()
+                    log.warning("LISTEN failed, polling meanwhile: %s", exc, extra={"relay": {"event": "listen"}})
+                    self._stop.wait(self.options.poll_interval)
+
+        self._listener = threading.Thread(target=listen, name="strangler-relay-listen", daemon=True)
+        self._listener.start()
+        ready.wait(5)
