@@ -231,6 +231,11 @@ def _queue(session: Session, pending: _PendingEvent) -> None:
     session.info.setdefault(_PENDING, []).append(pending)
 
 
+def pending_entities(session: Session) -> list[Any]:
+    """The entities of the events ``emit`` has queued in ``session``'s transaction, not yet written."""
+    return [pending.entity for pending in session.info.get(_PENDING, ()) if pending.entity is not None]
+
+
 def _write_pending(session: Session) -> None:
     queue = session.info.get(_PENDING)
     if not queue:

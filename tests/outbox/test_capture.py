@@ -1,0 +1,100 @@
+"""Flush-time capture: one ``updated`` event per modified entity, in its transaction, never doubled."""
+
+from __future__ import annotations
+
+import decimal
+import json
+
+import pytest
+from sqlalchemy import MetaData, create_engine, select
+from sqlalchemy.orm import Session
+
+from outbox import attach_to, emit, outbox_table
+from outbox.capture import capture_updates, stop_capturing
+from tests.outbox.models import Base, Customer, Order, Status
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    engine = create_engine(sqlite_url)
+    # The create_all() way in: the outbox tables join a MetaData the app builds its schema from.
+    schema = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(schema)
+    attach_to(schema)
+    schema.create_all(engine)
+    capture_updates(Order, prefix="shop")
+    yield engine
+    stop_capturing()
+    engine.dispose()
+
+
+def events(engine):
+    with engine.connect() as conn:
+        return [(r.type, r.aggregateid, json.loads(r.payload))
+                for r in conn.execute(select(outbox_table).order_by(outbox_table.c.position))]
+
+
+def make_order(engine):
+    with Session(engine) as session:
+        order = Order(total=decimal.Decimal("5"), status=Status.NEW)
+        session.add(order)
+        session.commit()
+        return order.id
+
+
+def test_attribute_assignment_then_commit_emits_one_updated_event_with_final_values(engine):
+    order_id = make_order(engine)
+    with Session(engine) as session:
+        order = session.get(Order, order_id)
+        order.status = Status.PAID
+        session.flush()
+        order.total = decimal.Decimal("7.50")
+        session.commit()
+    [(type_, key, data)] = events(engine)
+    assert (type_, key) == ("shop.order.updated", str(order_id))
+    assert data["status"] == "paid" and data["total"] == "7.50"
+
+
+def test_an_explicit_emit_of_the_same_entity_wins(engine):
+    order_id = make_order(engine)
+    with Session(engine) as session:
+        order = session.get(Order, order_id)
+        setattr(order, "status", Status.PAID)
+        session.flush()
+        emit(session, "shop.order.paid", order)
+        session.commit()
+    assert [e[0] for e in events(engine)] == ["shop.order.paid"]
+
+
+def test_rollback_and_unchosen_classes_and_new_or_deleted_entities_emit_nothing(engine):
+    order_id = make_order(engine)
+    with Session(engine) as session:
+        session.get(Order, order_id).status = Status.PAID
+        session.rollback()
+    with Session(engine) as session:
+        customer = Customer(email="a@example.com")
+        session.add(customer)
+        order = Order(total=decimal.Decimal("1"), status=Status.NEW)
+        session.add(order)
+        session.flush()
+        order.total = decimal.Decimal("2")  # changed after its INSERT, still part of creating it
+        customer.email = "b@example.com"
+        session.commit()
+    with Session(engine) as session:
+        doomed = session.get(Order, order_id)
+        doomed.status = Status.PAID
+        session.flush()
+        session.delete(doomed)
+        session.commit()
+    assert events(engine) == []
+
+
+def test_one_event_per_entity_per_transaction(engine):
+    first, second = make_order(engine), make_order(engine)
+    with Session(engine) as session:
+        for order_id in (first, second, first):
+            session.get(Order, order_id).total += 1
+            session.flush()
+        session.commit()
+    assert sorted(e[1] for e in events(engine)) == sorted([str(first), str(second)])
