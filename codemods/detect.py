@@ -463,7 +463,7 @@ class Detector:
             ):
                 return
             receiver = self.value_of(func.value, scope)
-            if receiver is None and method in ("execute", "executemany"):
+            if receiver is None and method in ("execute", "executemany", "commit"):
                 receiver = self._named_dbapi(func.value)
             if receiver is None:
                 return
@@ -553,7 +553,7 @@ class Detector:
             if method == "update" and args:
                 data = self._plain_dict(args[0].value)
             self._site(scope, "query-bulk", call, stmt, verb=verb, cls=receiver.cls, target=target,
-                       data=data, confidence="high", **common)
+                       data=data, key=receiver.key, confidence="high", **common)
             return
         if kind in ("core_conn",):
             target = code_of(recv_node)
@@ -576,10 +576,12 @@ class Detector:
                 target = receiver.text or f"{code_of(recv_node)}.connection"
             else:
                 target = code_of(recv_node)
-            data = self._plain(args[1].value, None) if len(args) > 1 else None
+            params = args[1].value if len(args) > 1 else None
+            data = self._plain(params, None) if params is not None else None
             confidence = "medium" if receiver.origin == "name" else "high"
-            self._site(scope, "dbapi", call, stmt, verb=dml.verb, cls=self.index.class_for_table(dml.table),
-                       table=dml.table, target=target, data=data, confidence=confidence,
+            cls = self.index.class_for_table(dml.table)
+            self._site(scope, "dbapi", call, stmt, verb=dml.verb, cls=cls, table=dml.table, target=target,
+                       data=data, key=self._sql_key(dml, cls, params), confidence=confidence,
                        autocommit=receiver.flag, **common)
             return
         if kind == "collection" and method in COLLECTION_METHODS:
@@ -613,20 +615,22 @@ class Detector:
         statement = self.value_of(call.args[0].value, scope)
         if statement is None:
             return
+        params = call.args[1].value if len(call.args) > 1 else None
         if statement.kind == "stmt":
-            verb, table, cls = statement.verb, statement.table, statement.cls
+            verb, table, cls, key = statement.verb, statement.table, statement.cls, statement.key
         elif statement.kind in ("sql", "str") and statement.text:
             dml = sql.classify(statement.text)
             if dml is None:
                 return
             verb, table, cls = dml.verb, dml.table, self.index.class_for_table(dml.table)
+            key = self._sql_key(dml, cls, params)
         else:
             return
         data = statement.origin if statement.kind == "stmt" else None
-        if data is None and len(call.args) > 1:
-            data = self._plain(call.args[1].value, None)
+        if data is None and params is not None:
+            data = self._plain(params, None)
         self._site(scope, "execute", call, stmt, verb=verb or "updated", cls=cls, table=table, target=target,
-                   data=data, confidence=confidence, **common)
+                   data=data, key=key, confidence=confidence, **common)
 
     def _wrapper_call(self, call, wrapper, recv_node, stmt, scope: _Scope, common: dict):
         entity_node = recv_node
@@ -685,6 +689,47 @@ class Detector:
                 return None
             pairs.append(f'"{key}": {code_of(element.value)}')
         return "{" + ", ".join(pairs) + "}"
+
+    def _pinned_key(self, args: Sequence[cst.Arg], cls: str, scope: _Scope) -> str | None:
+        """Code of the value a ``where``/``filter``/``filter_by`` pins the single primary key to."""
+        keys = self.index.primary_keys(cls)
+        if len(keys) != 1:
+            return None
+        for arg in args:
+            value = None
+            if arg.keyword is not None and arg.keyword.value == keys[0]:
+                value = arg.value
+            elif isinstance(arg.value, cst.Comparison) and len(arg.value.comparisons) == 1:
+                target = arg.value.comparisons[0]
+                left = arg.value.left
+                if (isinstance(target.operator, cst.Equal) and isinstance(left, cst.Attribute)
+                        and left.attr.value == keys[0]):
+                    owner = self.value_of(left.value, scope)
+                    if owner is not None and owner.kind == "class" and owner.cls == cls:
+                        value = target.comparator
+            if value is not None and _is_reference(value):
+                return code_of(value)
+        return None
+
+    def _sql_key(self, dml: sql.Dml, cls: str | None, params: cst.CSTNode | None) -> str | None:
+        """Code of the parameter value a SQL ``WHERE <primary key> = <param>`` pins, if plain."""
+        keys = self.index.primary_keys(cls) if cls else []
+        if len(keys) != 1 or params is None:
+            return None
+        pinned = next(((token, n) for column, token, n in dml.where_equals if column == keys[0]), None)
+        if pinned is None:
+            return None
+        token, ordinal = pinned
+        value = None
+        if token in ("?", "%s") and isinstance(params, (cst.Tuple, cst.List)):
+            if ordinal < len(params.elements):
+                value = params.elements[ordinal].value
+        elif isinstance(params, cst.Dict):
+            name = token[1:] if token.startswith(":") else token[2:-2]
+            for element in params.elements:
+                if isinstance(element, cst.DictElement) and literal(element.key) == name:
+                    value = element.value
+        return code_of(value) if value is not None and _is_reference(value) else None
 
     def _session_at_hand(self, scope: _Scope) -> str | None:
         """Code of a session usable in this function: a local or parameter, else the module's ``db``."""
@@ -832,6 +877,11 @@ class Detector:
                 if method == "raw_connection":
                     return Value("dbapi_conn")
                 return None
+            if kind in ("stmt", "query") and method in ("where", "filter", "filter_by") and receiver.cls:
+                key = self._pinned_key(args, receiver.cls, scope)
+                if key is not None:
+                    return dataclasses.replace(receiver, key=key)
+                return receiver
             if kind == "stmt":
                 if method == "values":
                     data = self._plain_dict(
@@ -1038,6 +1088,8 @@ class Detector:
         many = info.get("many")
         if entity_less:
             args = [target, f'"{event_type}"', f'aggregate="{aggregate}"']
+            if info.get("key"):
+                args.append(f"key={info['key']}")
             if info.get("data"):
                 args.append(f"data={info['data']}")
             code = f"{fn}({', '.join(args)})"

@@ -61,6 +61,7 @@ class ClassFacts:
     aggregate: str | None
     abstract: bool
     relationships: dict[str, str | None]
+    keys: list[str]  # attributes declared with primary_key=True
     methods: dict[str, FuncFacts]
     attrs: dict[str, Raw]
 
@@ -200,6 +201,7 @@ class _FactsVisitor:
             aggregate=None,
             abstract=False,
             relationships={},
+            keys=[],
             methods={},
             attrs={},
         )
@@ -224,6 +226,9 @@ class _FactsVisitor:
                             first = value.args[0] if value.args else None
                             target_name = first.value if isinstance(first, ast.Constant) else dotted(first)
                             facts.relationships[name] = target_name if isinstance(target_name, str) else None
+                        elif any(k.arg == "primary_key" and isinstance(k.value, ast.Constant)
+                                 and k.value.value is True for k in value.keywords):
+                            facts.keys.append(name)
                         elif (raw := _raw(value)) is not None:
                             facts.attrs.setdefault(name, raw)
                     elif isinstance(stmt, ast.AnnAssign) and value is None and stmt.annotation is not None:
@@ -612,6 +617,14 @@ class Index:
             if facts:
                 out.update(facts.relationships)
         return out
+
+    def primary_keys(self, qualname: str) -> list[str]:
+        """The primary key attributes of a mapped class (its own, else the nearest ancestor's)."""
+        for cls in self.mro(qualname):
+            facts = self.klass(cls)
+            if facts and facts.keys:
+                return facts.keys
+        return []
 
     def class_attr(self, qualname: str, attr: str) -> Raw | None:
         for cls in self.mro(qualname):

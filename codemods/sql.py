@@ -20,6 +20,10 @@ class Dml:
     verb: str
     table: str
     columns: tuple[str, ...] = ()
+    #: ``WHERE col = <param>`` at the top level of the WHERE clause: (column, parameter, its ordinal).
+    where_equals: tuple[tuple[str, str, int], ...] = ()
+    #: Every parameter token in order (``?``, ``%s``, ``:name``, ``%(name)s``).
+    params: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,4 +155,31 @@ def classify(sql: str) -> Dml | None:
         columns = tuple(t.text for t in tokens[i + 1 : end - 1] if t.kind in ("word", "ident"))
     if keyword == "UPDATE" and not any(_is(t, "SET") for t in tokens[i:]):
         return None
-    return Dml(keyword=keyword, verb=VERBS[keyword], table=table, columns=columns)
+    return Dml(keyword=keyword, verb=VERBS[keyword], table=table, columns=columns,
+               where_equals=_where_equals(tokens), params=tuple(t.text for t in tokens if t.kind == "param"))
+
+
+def _where_equals(tokens: list[_Token]) -> tuple[tuple[str, str, int], ...]:
+    """``col = param`` comparisons joined by AND right under WHERE (not inside parentheses)."""
+    start = next((i for i, t in enumerate(tokens) if _is(t, "WHERE")), None)
+    if start is None:
+        return ()
+    pairs = []
+    depth = 0
+    i = start + 1
+    while i < len(tokens):
+        token = tokens[i]
+        if token.text == "(" and token.kind == "punct":
+            depth += 1
+        elif token.text == ")" and token.kind == "punct":
+            depth -= 1
+        elif depth == 0 and _is(token, "OR", "RETURNING", "ORDER", "LIMIT"):
+            return ()  # an OR makes no single row certain
+        elif (depth == 0 and token.kind in ("word", "ident") and i + 2 < len(tokens)
+              and tokens[i + 1].text == "=" and tokens[i + 2].kind == "param"):
+            ordinal = sum(1 for t in tokens[: i + 2] if t.kind == "param")
+            pairs.append((token.text, tokens[i + 2].text, ordinal))
+            i += 3
+            continue
+        i += 1
+    return tuple(pairs)

@@ -28,6 +28,7 @@ class Value:
     attr: str | None = None  # collection: relationship name; function: qualified name
     flag: bool | None = None  # dbapi_conn: autocommit; session: found by name only (weak)
     text: str | None = None  # str: the literal's value; cursor: the connection's code
+    key: str | None = None  # stmt / query: code of the primary key value the statement pins
 
 
 UNKNOWN: Value | None = None

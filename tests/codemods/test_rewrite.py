@@ -181,7 +181,7 @@ def test_execute_of_a_statement_built_elsewhere_in_the_function_and_of_text(tmp_
         def cancel(order_id, reason):
             stmt = update(Order).where(Order.id == order_id).values(status=reason)
             db.session.execute(stmt)
-            emit(db.session, "app.order.updated", aggregate="order", data={"status": reason})
+            emit(db.session, "app.order.updated", aggregate="order", key=order_id, data={"status": reason})
             db.session.execute(text("DELETE FROM orders WHERE status = 'void'"))
             emit(db.session, "app.order.deleted", aggregate="order")
             db.session.execute(text("SELECT 1"))
@@ -267,6 +267,41 @@ def test_dbapi_cursor_with_a_visible_commit(tmp_path):
             cur.execute("DELETE FROM orders WHERE day = ?", (day,))
             emit(conn, "app.order.deleted", aggregate="order", data={"day": day})
             cur.execute("SELECT count(*) FROM orders")
+            conn.commit()
+    ''')
+
+
+def test_sql_where_on_the_primary_key_becomes_the_events_key(tmp_path):
+    assert_codemod(tmp_path, '''
+        from sqlalchemy import text
+
+        from .models import db
+
+
+        def rename(user_id, name):
+            db.session.execute(text("UPDATE users SET name = :name WHERE id = :uid"), {"name": name, "uid": user_id})
+            db.session.commit()
+
+
+        def drop(conn, user_id):
+            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+            conn.commit()
+    ''', '''
+        from sqlalchemy import text
+
+        from .models import db
+        from outbox import emit
+
+
+        def rename(user_id, name):
+            db.session.execute(text("UPDATE users SET name = :name WHERE id = :uid"), {"name": name, "uid": user_id})
+            emit(db.session, "app.user.updated", aggregate="user", key=user_id, data={"name": name, "uid": user_id})
+            db.session.commit()
+
+
+        def drop(conn, user_id):
+            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+            emit(conn, "app.user.deleted", aggregate="user", key=user_id, data={"user_id": user_id})
             conn.commit()
     ''')
 
