@@ -213,3 +213,58 @@ def decrypt_command(ctx, source, key_files, keys_dir, policy, as_json):
         raise Problems(f"{failed} event(s) failed verification or decryption")
 
 
+@command.command("trace")
+@click.argument("event_id")
+@click.option("--db", "db_url", help="Monolith database holding the outbox (default: db from config).")
+@click.option("--router", "router_url", default=None,
+              help="Also find the event on this router (file:// or redis://) and the groups that read it.")
+@click.option("--inbox-db", "inbox_urls", multiple=True,
+              help="A service database with the inbox, to see who handled the event; repeatable.")
+@click.option("--destination", "destinations", multiple=True,
+              help="Where to look on the router (default: the destination of the event's aggregate).")
+@click.option("--json", "as_json", is_flag=True, help="Print the journey as one JSON document.")
+@click.pass_context
+def trace_command(ctx, event_id, db_url, router_url, inbox_urls, destinations, as_json):
+    """Show the journey of one event: emitted, published, on the broker, handled; with the latency of each hop.
+
+    \b
+    Reads only what strangler records (the outbox row, the broker, each
+    service's inbox and dead letters): no tracing back-end needed.
+    Exit code 1 if the event is found nowhere.
+
+    \b
+    Example:
+      strangler events trace 0193a6c2-7f1e-7b7a-9d4e-3f0c2b1a9e88 --db postgresql://shop@db/shop \\
+          --router redis://127.0.0.1:6379/0 --inbox-db postgresql://billing@db/billing
+    """
+    from outbox.trace import TraceError, trace_event
+
+    config = load(ctx, db=db_url)
+    try:
+        journey = trace_event(
+            event_id,
+            config.db or None,
+            router_url=router_url,
+            inbox_urls=inbox_urls,
+            table_name=config.outbox_table,
+            destinations=destinations,
+        )
+    except TraceError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(journey.as_dict(), ensure_ascii=False))
+    else:
+        click.echo(f"event {event_id}  {journey.type or '?'}  {journey.aggregate or ''}".rstrip())
+        if journey.traceparent:
+            click.echo(f"  traceparent {journey.traceparent}")
+        for hop in journey.hops:
+            shown = hop.as_dict()
+            latency = "" if hop.latency_seconds is None else f"  +{hop.latency_seconds * 1000:.1f} ms"
+            extra = {k: v for k, v in shown.items() if k not in ("step", "at", "where", "latency_seconds") and v not in (None, "")}
+            click.echo(f"  {hop.step:<13} {shown['at'] or '-':<27} {hop.where}{latency}")
+            if extra:
+                click.echo("                " + "  ".join(f"{k}={v}" for k, v in extra.items()))
+        for note in journey.notes:
+            click.echo(f"  note: {note}")
+    if not journey.found:
+        raise Problems(f"event {event_id} was found nowhere")
