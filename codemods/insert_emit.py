@@ -24,7 +24,7 @@ DESCRIPTION = "Insert emit() after each state change, in its transaction, and im
 
 @dataclasses.dataclass(frozen=True)
 class TableHook:
-    """``attach_to(<target>.metadata)`` after the statement that creates the app's metadata."""
+    """``create_with(<target>.metadata)`` after the statement that creates the app's metadata."""
 
     anchor: cst.CSTNode
     target: str
@@ -40,7 +40,7 @@ class _Inserter(cst.CSTTransformer):
             slot.setdefault(id(edit.anchor), []).append(cst.parse_statement(edit.code))
         for hook in hooks:
             args = f"{hook.target}.metadata" + (f', "{hook.table}"' if hook.table else "")
-            self.after.setdefault(id(hook.anchor), []).append(cst.parse_statement(f"attach_to({args})"))
+            self.after.setdefault(id(hook.anchor), []).append(cst.parse_statement(f"create_with({args})"))
 
     def _expand(self, original: Sequence[cst.CSTNode], updated: Sequence[cst.CSTNode]) -> list:
         out: list = []
@@ -63,8 +63,12 @@ class _Inserter(cst.CSTTransformer):
 
 
 def table_hooks(module: cst.Module, modname: str, index: Index, table: str | None) -> list[TableHook]:
-    """Where this module creates the app's MetaData (``SQLAlchemy()``, a declarative base), unless wired."""
-    if "attach_to(" in module.code:
+    """Where this module creates the app's MetaData (``SQLAlchemy()``, a declarative base), unless wired.
+
+    ``create_with`` rather than ``attach_to``: ``create_all()`` makes the outbox too, while the
+    app's MetaData (and so its migration checks and autogenerate) stays its own.
+    """
+    if "create_with(" in module.code or "attach_to(" in module.code:
         return []
     hooks = []
     for stmt in module.body:
@@ -95,6 +99,6 @@ def apply(module: cst.Module, edits: Sequence[Edit], hooks: Sequence[TableHook] 
             obj, _, alias = name.partition(" as ")
             AddImportsVisitor.add_needed_import(context, origin, obj, asname=alias or None)
     if hooks:
-        AddImportsVisitor.add_needed_import(context, "outbox", "attach_to")
+        AddImportsVisitor.add_needed_import(context, "outbox.table", "create_with")
     return AddImportsVisitor(context).transform_module(changed)
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
@@ -172,3 +173,31 @@ def attach_to(target: MetaData, name: str = DEFAULT_TABLE_NAME) -> Table:
     table = build_outbox_table(target, name)
     build_lease_table(target, name)
     return table
+
+
+_CREATED_WITH = "strangler.create_with"
+
+
+def create_with(target: MetaData, name: str = DEFAULT_TABLE_NAME) -> Table:
+    """Create (and drop) the outbox tables whenever ``target.create_all()`` (``drop_all()``) runs.
+
+    Unlike ``attach_to`` the tables do not join ``target``: an app whose tests
+    build their schema with ``create_all()`` finds its outbox, while its
+    migration checks (migrated schema == its MetaData, autogenerate) see only
+    its own tables. Idempotent.
+    """
+    outbox = get_outbox_table(name)
+    if target.info.get(_CREATED_WITH) == name:
+        return outbox
+    target.info[_CREATED_WITH] = name
+    tables = [outbox, get_lease_table(name)]
+
+    def create(metadata: MetaData, connection, **kw) -> None:
+        outbox.metadata.create_all(connection, tables=tables, checkfirst=True)
+
+    def drop(metadata: MetaData, connection, **kw) -> None:
+        outbox.metadata.drop_all(connection, tables=tables, checkfirst=True)
+
+    sa_event.listen(target, "after_create", create)
+    sa_event.listen(target, "after_drop", drop)
+    return outbox

@@ -61,7 +61,9 @@ class CodemodsConfig:
     event_types: list[str] = _field(
         [], "per-site event types 'PATH_GLOB::FUNCTION_GLOB=TEMPLATE', e.g. 'shop/orders.py::pay=shop.order.paid'"
     )
-    attach_metadata: bool = _field(True, "rewrite adds attach_to(<metadata>) where the app creates its MetaData")
+    attach_metadata: bool = _field(
+        True, "rewrite adds outbox.table.create_with(<metadata>) where the app creates its MetaData"
+    )
 
 
 @dataclasses.dataclass
@@ -80,6 +82,16 @@ class CryptoConfig:
 
 
 @dataclasses.dataclass
+class WatchConfig:
+    """What ``strangler watch`` evaluates and where its alerts go."""
+
+    rules: str = _field("strangler-watch.toml", "watch rules file (TOML); see docs/observability.md")
+    group: str = _field("strangler-watch", "the watch's own consumer group on the router")
+    webhook: str = _field("", "URL each alert is POSTed to as JSON; empty: none")
+    metrics_port: int = _field(0, "port serving strangler_watch_alerts_total; 0 turns it off")
+
+
+@dataclasses.dataclass
 class Config:
     """All of strangler's settings."""
 
@@ -90,6 +102,7 @@ class Config:
     relay: RelayConfig = dataclasses.field(default_factory=RelayConfig)
     codemods: CodemodsConfig = dataclasses.field(default_factory=CodemodsConfig)
     crypto: CryptoConfig = dataclasses.field(default_factory=CryptoConfig)
+    watch: WatchConfig = dataclasses.field(default_factory=WatchConfig)
     #: Where the file values came from, for messages; not a setting.
     origin: str = dataclasses.field(default="defaults", compare=False, repr=False)
 

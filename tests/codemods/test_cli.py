@@ -57,7 +57,7 @@ def test_rewrite_diff_writes_nothing_then_write_then_idempotent(tmp_path):
     assert (tmp_path / "app/code.py").read_text() == before
     assert invoke("rewrite", str(tmp_path), "--write").exit_code == 0
     assert "emit(db.session" in (tmp_path / "app/code.py").read_text()
-    assert "attach_to(db.metadata)" in (tmp_path / "app/models.py").read_text()
+    assert "create_with(db.metadata)" in (tmp_path / "app/models.py").read_text()
     again = invoke("rewrite", str(tmp_path))
     assert again.stdout == ""
     assert invoke("scan", str(tmp_path)).exit_code == 0
