@@ -273,8 +273,10 @@ def _write_dbapi(connection: Any, rows: list[dict[str, Any]]) -> None:
 
     table = _table()
     columns = list(rows[0])
-    placeholder = "?" if type(connection).__module__.startswith("sqlite3") else "%s"
-    quote = "`" if "mysql" in type(connection).__module__.lower() else '"'
+    # engine.raw_connection() hands out a pool proxy; the driver is the connection inside it.
+    driver = type(getattr(connection, "dbapi_connection", None) or connection).__module__
+    placeholder = "?" if driver.startswith("sqlite3") else "%s"
+    quote = "`" if "mysql" in driver.lower() else '"'
     sql = "INSERT INTO {t} ({c}) VALUES ({p})".format(
         t=table.name,
         c=", ".join(f"{quote}{c}{quote}" for c in columns),
