@@ -1,0 +1,234 @@
+"""``amqp://`` and ``amqps://`` router: RabbitMQ, a durable topic exchange per destination.
+
+Mapping (CloudEvents AMQP binding, binary mode): the body is the event's data;
+``datacontenttype`` is the AMQP ``content-type`` property and every other
+attribute an application property (AMQP 0-9-1 header) named
+``cloudEvents_<attribute>`` (the ``_`` form of the binding, readable by JMS).
+The routing key is the event type, so consumers bind ``shop.order.*``.
+Messages are persistent (delivery mode 2), ``message_id`` is the event id.
+
+A batch is published with publisher confirms, and the confirms are awaited
+once per batch, not per message: every message is written, then the broker's
+acks (often one ``multiple`` ack) are collected. A nack or a lost connection
+fails the unconfirmed events as transient; an event over ``max_bytes``
+(default 16 MiB, RabbitMQ 4's default limit) is a permanent failure before sending.
+Exchanges are declared (topic, durable) the first time a destination is used.
+
+Note: a topic exchange drops messages no queue is bound to; open the consumers'
+subscriptions (which declare and bind their queues) before events flow.
+
+Options (keyword or URL query): ``max_bytes``, ``confirm_timeout`` (seconds,
+default 30), ``ca_file``, ``cert_file``, ``key_file`` (TLS, with ``amqps://``).
+
+Consumer side: a durable queue named after the group, bound with ``#`` to each
+destination's exchange; ``ack`` is ``basic.ack``, ``nack`` requeues.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+from urllib.parse import urlsplit
+
+from ..envelope import Envelope, EnvelopeError
+from .base import Delivery, Destinations, PublishResult, RouterError
+from .common import TLS_OPTIONS, as_int, require, split_options, tls_context, too_large
+
+OPTIONS = ("max_bytes", "confirm_timeout", "prefetch", *TLS_OPTIONS)
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+PREFIX = "cloudEvents_"
+
+
+def _parameters(url: str, opts: dict):
+    pika = require("pika", "rabbitmq", urlsplit(url).scheme)
+    scheme = urlsplit(url).scheme
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:
+        raise RouterError(f"{url}: not an AMQP URL ({exc}); e.g. amqp://guest:guest@127.0.0.1:5672/%2F") from exc
+    if scheme == "amqps":
+        params.ssl_options = pika.SSLOptions(tls_context(url, opts), urlsplit(url).hostname)
+    elif any(opts.get(name) for name in TLS_OPTIONS):
+        raise RouterError(f"{url}: TLS options need an amqps:// URL")
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.blocked_connection_timeout = 30
+    return pika, params
+
+
+def properties_of(pika, event: Envelope):
+    """Return the AMQP properties of ``event`` per the CloudEvents AMQP binding."""
+    headers = {PREFIX + name: value for name, value in event.attributes().items() if name != "datacontenttype"}
+    return pika.BasicProperties(
+        content_type=event.datacontenttype, delivery_mode=2, message_id=event.id, headers=headers
+    )
+
+
+def envelope_of(properties, body: bytes) -> Envelope:
+    """Rebuild the envelope of a message written per the AMQP binding (``_`` or ``:`` prefix)."""
+    attrs = {}
+    for name, value in (properties.headers or {}).items():
+        for prefix in (PREFIX, "cloudEvents:"):
+            if name.startswith(prefix):
+                attrs[name[len(prefix):]] = value.decode() if isinstance(value, bytes) else str(value)
+    if properties.content_type:
+        attrs["datacontenttype"] = properties.content_type
+    return Envelope.from_attributes(attrs, body)
+
+
+class AmqpRouter:
+    """Publishes to RabbitMQ topic exchanges with publisher confirms awaited per batch."""
+
+    def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
+        self.url, opts = split_options(url, options, OPTIONS)
+        self.destinations = destinations or Destinations()
+        self.max_bytes = as_int(opts.get("max_bytes", DEFAULT_MAX_BYTES), "max_bytes", url)
+        self.confirm_timeout = float(opts.get("confirm_timeout", 30))
+        self.pika, self.params = _parameters(self.url, opts)
+        self._connection = None
+        self._channel = None
+        self._declared: set[str] = set()
+        self._tag = 0
+        self._pending: dict[int, int] = {}
+        self._outcome: dict[int, str | None] = {}
+
+    def _connect(self) -> None:
+        if self._connection is not None and self._connection.is_open and self._channel.is_open:
+            return
+        self._drop()
+        self._connection = self.pika.BlockingConnection(self.params)
+        self._channel = self._connection.channel()
+        selected: list[bool] = []
+        # Confirms on the underlying channel, so a batch's acks are collected together
+        # (BlockingChannel.confirm_delivery would wait for each message's ack in turn).
+        self._channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _: selected.append(True))
+        deadline = time.monotonic() + 10
+        while not selected and time.monotonic() < deadline:
+            self._connection.process_data_events(time_limit=0.1)
+        if not selected:
+            raise RouterError(f"{self.url}: the broker did not enable publisher confirms")
+        self._tag = 0
+        self._declared.clear()
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        ok = isinstance(method, self.pika.spec.Basic.Ack)
+        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        for tag in tags:
+            index = self._pending.pop(tag, None)
+            if index is not None:
+                self._outcome[index] = None if ok else "the broker nacked the message (publisher confirm)"
+
+    def _drop(self) -> None:
+        try:
+            if self._connection is not None and self._connection.is_open:
+                self._connection.close()
+        except Exception:  # already broken: nothing to release
+            pass
+        self._connection = self._channel = None
+
+    def publish(self, batch: Sequence[Envelope]) -> list[PublishResult]:
+        """Publish every event, then await the batch's publisher confirms."""
+        results: list[PublishResult | None] = [None] * len(batch)
+        self._pending.clear()
+        self._outcome = {}
+        sent: list[int] = []
+        try:
+            self._connect()
+            impl = self._channel._impl
+            for index, event in enumerate(batch):
+                if len(event.data) > self.max_bytes:
+                    results[index] = too_large(event.id, len(event.data), self.max_bytes, "amqp")
+                    continue
+                exchange = self.destinations.for_event(event)
+                if exchange not in self._declared:
+                    self._channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+                    self._declared.add(exchange)
+                impl.basic_publish(exchange, event.type, event.data, properties_of(self.pika, event))
+                self._tag += 1
+                self._pending[self._tag] = index
+                sent.append(index)
+            deadline = time.monotonic() + self.confirm_timeout
+            while self._pending and time.monotonic() < deadline:
+                self._connection.process_data_events(time_limit=min(0.5, max(0.0, deadline - time.monotonic())))
+        except RouterError:
+            raise
+        except Exception as exc:  # connection or channel lost: whatever is unconfirmed is transient
+            self._drop()
+            error = f"rabbitmq: {type(exc).__name__}: {exc}"
+        else:
+            error = "rabbitmq: no publisher confirm within the timeout" if self._pending else None
+            if self._pending:
+                self._drop()
+        for index in sent:
+            if index in self._outcome and self._outcome[index] is None:
+                results[index] = PublishResult(batch[index].id)
+            else:
+                results[index] = PublishResult(batch[index].id, self._outcome.get(index) or error or "unconfirmed")
+        for index, event in enumerate(batch):
+            if results[index] is None:
+                results[index] = PublishResult(event.id, error or "not sent")
+        self._pending.clear()
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Close the connection; safe twice."""
+        self._drop()
+
+    @classmethod
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "AmqpSubscription":
+        """Consume ``destinations`` (exchanges) through the durable queue ``group``."""
+        return AmqpSubscription(url, group, destinations, **options)
+
+
+class AmqpSubscription:
+    """A durable RabbitMQ queue bound to the destinations' exchanges."""
+
+    def __init__(self, url: str, group: str, destinations: list[str], **options):
+        if not destinations:
+            raise RouterError(f"{url}: name at least one destination (exchange) to read")
+        self.url, opts = split_options(url, options, OPTIONS)
+        self.pika, params = _parameters(self.url, opts)
+        try:
+            self.connection = self.pika.BlockingConnection(params)
+        except Exception as exc:
+            raise RouterError(f"{url}: cannot connect: {type(exc).__name__}: {exc}") from exc
+        self.channel = self.connection.channel()
+        self.channel.basic_qos(prefetch_count=as_int(opts.get("prefetch", 500), "prefetch", url))
+        self.queue = group
+        self.channel.queue_declare(group, durable=True)
+        for exchange in destinations:
+            self.channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+            self.channel.queue_bind(group, exchange, routing_key="#")
+        self._buffer: list[Delivery] = []
+        self.channel.basic_consume(group, self._on_message)
+
+    def _on_message(self, channel, method, properties, body) -> None:
+        try:
+            envelope = envelope_of(properties, body)
+        except EnvelopeError as exc:
+            raise RouterError(f"{self.url}: queue {self.queue}: not a CloudEvent: {exc}") from exc
+        tag = method.delivery_tag
+        self._buffer.append(Delivery(
+            envelope=envelope, destination=method.exchange, redelivered=method.redelivered,
+            _ack=lambda: self.channel.basic_ack(tag),
+            _nack=lambda: self.channel.basic_nack(tag, requeue=True),
+        ))
+
+    def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
+        """Return up to ``max_events`` deliveries, waiting at most ``timeout`` for the first."""
+        deadline = time.monotonic() + timeout
+        while not self._buffer and time.monotonic() < deadline:
+            self.connection.process_data_events(time_limit=min(0.1, max(0.0, deadline - time.monotonic())))
+        if self._buffer:
+            self.connection.process_data_events(time_limit=0)
+        out, self._buffer = self._buffer[:max_events], self._buffer[max_events:]
+        return out
+
+    def close(self) -> None:
+        """Close the connection; unacked messages are requeued by the broker."""
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except Exception:
+            pass

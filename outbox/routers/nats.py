@@ -1,0 +1,281 @@
+"""``nats://`` (``tls://``, ``nats+tls://``) router: NATS JetStream, a stream per destination.
+
+Mapping (CloudEvents NATS binding, binary mode): the payload is the event's
+data; every attribute is a ``ce-<attribute>`` header except ``datacontenttype``,
+which is ``content-type``. ``Nats-Msg-Id`` is the event id, so within the
+stream's duplicate window the server drops a re-publish (after a relay crash
+between publish and mark). The subject is ``<destination>.<event type>``; the
+stream ``<destination>`` (created if missing, file storage) captures
+``<destination>.>``.
+
+A batch is published asynchronously and its JetStream acks are awaited once
+for the whole batch. A connection problem, a timeout or "no responders" is
+transient; a message over the server's ``max_payload`` or rejected by the
+stream is permanent.
+
+nats-py is asyncio; the router runs it on a private event loop thread, so to
+the relay it is an ordinary synchronous router.
+
+Options (keyword or URL query): ``ack_timeout`` (seconds, default 30),
+``max_bytes`` (default: the server's max_payload), ``ca_file``, ``cert_file``,
+``key_file`` (TLS, with ``tls://`` or ``nats+tls://``).
+
+Consumer side: a durable pull consumer named after the group on each
+destination's stream; ``ack`` acks, ``nack`` asks for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from ..envelope import Envelope, EnvelopeError
+from .base import Delivery, Destinations, PublishResult, RouterError
+from .common import TLS_OPTIONS, require, split_options, tls_context, too_large
+
+OPTIONS = ("ack_timeout", "max_bytes", "duplicate_window", *TLS_OPTIONS)
+_TLS_SCHEMES = ("tls", "nats+tls")
+
+
+class _Loop:
+    """An asyncio event loop on a daemon thread; ``run`` calls a coroutine from sync code."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="strangler-nats", daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+def _server(url: str, opts: dict) -> tuple[str, Any]:
+    parts = urlsplit(url)
+    if parts.scheme in _TLS_SCHEMES:
+        return urlunsplit(("tls", parts.netloc, "", "", "")), tls_context(url, opts)
+    if any(opts.get(name) for name in TLS_OPTIONS):
+        raise RouterError(f"{url}: TLS options need a tls:// or nats+tls:// URL")
+    return urlunsplit(("nats", parts.netloc, "", "", "")), None
+
+
+def headers_of(event: Envelope) -> dict[str, str]:
+    """Return the NATS headers of ``event`` per the CloudEvents NATS binding, plus Nats-Msg-Id."""
+    headers = {"ce-" + name: value for name, value in event.attributes().items() if name != "datacontenttype"}
+    headers["content-type"] = event.datacontenttype
+    headers["Nats-Msg-Id"] = event.id
+    return headers
+
+
+def envelope_of(headers: dict[str, str] | None, data: bytes) -> Envelope:
+    """Rebuild the envelope of a message written per the NATS binding."""
+    attrs = {}
+    for name, value in (headers or {}).items():
+        lower = name.lower()
+        if lower.startswith("ce-"):
+            attrs[lower[3:]] = value
+        elif lower == "content-type":
+            attrs["datacontenttype"] = value
+    return Envelope.from_attributes(attrs, data)
+
+
+class _Client:
+    """One NATS connection with JetStream, (re)connected on demand on the private loop."""
+
+    def __init__(self, url: str, opts: dict):
+        self.nats = require("nats", "nats", urlsplit(url).scheme)
+        self.url = url
+        self.server, self.tls = _server(url, opts)
+        self.loop = _Loop()
+        self.nc = None
+        self.js = None
+
+    async def connect(self):
+        if self.nc is not None and self.nc.is_connected:
+            return self.js
+        if self.nc is not None:
+            await self._close()
+        kwargs: dict[str, Any] = {"servers": [self.server], "connect_timeout": 3, "allow_reconnect": False}
+        if self.tls is not None:
+            kwargs["tls"] = self.tls
+        self.nc = await self.nats.connect(**kwargs)
+        self.js = self.nc.jetstream()
+        return self.js
+
+    async def _close(self):
+        nc, self.nc, self.js = self.nc, None, None
+        if nc is not None:
+            try:
+                await nc.close()
+            except Exception:
+                pass
+
+    def close(self):
+        if self.loop.loop.is_closed():
+            return
+        try:
+            self.loop.run(self._close(), timeout=10)
+        finally:
+            self.loop.stop()
+
+
+class NatsRouter:
+    """Publishes to JetStream with acks awaited per batch."""
+
+    def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
+        self.url, opts = split_options(url, options, OPTIONS)
+        self.destinations = destinations or Destinations()
+        self.ack_timeout = float(opts.get("ack_timeout", 30))
+        self.max_bytes = int(opts["max_bytes"]) if opts.get("max_bytes") else None
+        self.duplicate_window = float(opts.get("duplicate_window", 120))
+        self.client = _Client(self.url, opts)
+        self._streams: set[str] = set()
+
+    async def _stream(self, js, name: str) -> None:
+        if name in self._streams:
+            return
+        errors = self.client.nats.js.errors
+        try:
+            await js.stream_info(name)
+        except errors.NotFoundError:
+            from nats.js.api import StreamConfig
+
+            try:
+                await js.add_stream(StreamConfig(
+                    name=name, subjects=[f"{name}.>"], duplicate_window=self.duplicate_window,
+                ))
+            except errors.BadRequestError as exc:
+                if "already" not in str(exc):
+                    raise
+        self._streams.add(name)
+
+    async def _publish(self, batch: Sequence[Envelope]) -> list[PublishResult]:
+        nats = self.client.nats
+        results: list[PublishResult | None] = [None] * len(batch)
+        try:
+            js = await self.client.connect()
+        except Exception as exc:
+            return [PublishResult(e.id, f"nats unreachable: {type(exc).__name__}: {exc}") for e in batch]
+        limit = self.max_bytes or self.client.nc.max_payload
+        futures: list[tuple[int, asyncio.Future]] = []
+        try:
+            for index, event in enumerate(batch):
+                headers = headers_of(event)
+                size = len(event.data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+                if size > limit:
+                    results[index] = too_large(event.id, size, limit, "nats")
+                    continue
+                destination = self.destinations.for_event(event)
+                await self._stream(js, destination)
+                future = await js.publish_async(f"{destination}.{event.type}", event.data, headers=headers)
+                futures.append((index, future))
+            await self.client.nc.flush(timeout=self.ack_timeout)
+            done, _ = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout) if futures else (set(), set())
+        except Exception as exc:
+            error = f"nats: {type(exc).__name__}: {exc}"
+            await self.client._close()
+            for index, future in futures:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    results[index] = PublishResult(batch[index].id)
+                else:
+                    results[index] = PublishResult(batch[index].id, error)
+            return [r or PublishResult(batch[i].id, error) for i, r in enumerate(results)]
+        for index, future in futures:
+            if future not in done:
+                future.cancel()
+                results[index] = PublishResult(batch[index].id, "nats: no JetStream ack within the timeout")
+            elif future.exception() is not None:
+                exc = future.exception()
+                permanent = isinstance(exc, nats.js.errors.APIError) and getattr(exc, "code", 0) in (400, 413)
+                results[index] = PublishResult(batch[index].id, f"nats: {type(exc).__name__}: {exc}", permanent)
+            else:
+                results[index] = PublishResult(batch[index].id)
+        return results  # type: ignore[return-value]
+
+    def publish(self, batch: Sequence[Envelope]) -> list[PublishResult]:
+        """Publish every event and await the batch's JetStream acks."""
+        return self.client.loop.run(self._publish(list(batch)))
+
+    def close(self) -> None:
+        """Close the connection and stop the private loop; safe twice."""
+        self.client.close()
+
+    @classmethod
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "NatsSubscription":
+        """Read ``destinations`` (streams) through durable pull consumers named ``group``."""
+        return NatsSubscription(url, group, destinations, **options)
+
+
+class NatsSubscription:
+    """Durable JetStream pull consumers, one per destination stream."""
+
+    def __init__(self, url: str, group: str, destinations: list[str], **options):
+        if not destinations:
+            raise RouterError(f"{url}: name at least one destination (stream) to read")
+        self.url, opts = split_options(url, options, OPTIONS)
+        self.client = _Client(self.url, opts)
+        self.group = group
+        self.destinations = list(destinations)
+        try:
+            self.subs = self.client.loop.run(self._open(), timeout=30)
+        except Exception as exc:
+            self.client.close()
+            raise RouterError(f"{url}: cannot open consumer {group!r}: {type(exc).__name__}: {exc}") from exc
+
+    async def _open(self):
+        js = await self.client.connect()
+        errors = self.client.nats.js.errors
+        from nats.js.api import StreamConfig
+
+        subs = []
+        for name in self.destinations:
+            try:
+                await js.stream_info(name)
+            except errors.NotFoundError:
+                try:
+                    await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.>"]))
+                except errors.BadRequestError:
+                    pass
+            subs.append((name, await js.pull_subscribe(f"{name}.>", durable=self.group, stream=name)))
+        return subs
+
+    async def _fetch(self, max_events: int, timeout: float) -> list[Delivery]:
+        out: list[Delivery] = []
+        per = max(timeout / len(self.subs), 0.05)
+        for name, sub in self.subs:
+            if len(out) >= max_events:
+                break
+            try:
+                messages = await sub.fetch(max_events - len(out), timeout=per)
+            except asyncio.TimeoutError:
+                continue
+            except self.client.nats.errors.TimeoutError:
+                continue
+            for msg in messages:
+                try:
+                    envelope = envelope_of(msg.headers, msg.data)
+                except EnvelopeError as exc:
+                    raise RouterError(f"{self.url}: stream {name}: not a CloudEvent: {exc}") from exc
+                out.append(Delivery(
+                    envelope=envelope, destination=name,
+                    redelivered=msg.metadata.num_delivered > 1,
+                    _ack=lambda m=msg: self.client.loop.run(m.ack(), timeout=30),
+                    _nack=lambda m=msg: self.client.loop.run(m.nak(), timeout=30),
+                ))
+        return out
+
+    def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
+        """Return up to ``max_events`` deliveries, waiting at most about ``timeout``."""
+        return self.client.loop.run(self._fetch(max_events, timeout), timeout=timeout + 30)
+
+    def close(self) -> None:
+        """Close the connection; unacked messages are redelivered after the ack wait."""
+        self.client.close()

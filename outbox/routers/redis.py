@@ -1,0 +1,188 @@
+"""``redis://`` and ``rediss://`` router: Redis Streams, one stream per destination.
+
+Redis Streams has no CloudEvents binding, so each entry holds one field per
+context attribute with a ``ce_`` prefix (``ce_id``, ``ce_type``, …,
+``ce_datacontenttype``) plus ``data`` (the bytes as emitted). A batch is one
+pipeline of ``XADD`` commands: one round trip, and an entry is reported
+published only once Redis replied with its id (with ``appendfsync always``
+that reply also means it is on disk). ``maxlen`` caps each stream
+(approximately, ``MAXLEN ~``); by default streams are not trimmed.
+
+Options (keyword or URL query): ``maxlen``, ``max_bytes`` (default 64 MiB),
+``ca_file``, ``cert_file``, ``key_file`` (TLS, with ``rediss://``).
+
+Consumer side: a consumer group per service (``XREADGROUP``), created at the
+start of the stream so nothing published before the first subscribe is missed;
+``ack`` is ``XACK``. Unacked entries are read again when the consumer reopens
+(its pending list) or after ``nack``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..envelope import Envelope, EnvelopeError
+from .base import Delivery, Destinations, PublishResult, RouterError
+from .common import TLS_OPTIONS, as_int, require, split_options, too_large
+
+OPTIONS = ("maxlen", "max_bytes", "consumer", *TLS_OPTIONS)
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+PREFIX = "ce_"
+#: Replies that mean "not now" rather than "never".
+_TRANSIENT_REPLIES = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _client(url: str, opts: dict):
+    redis = require("redis", "redis", url.split(":", 1)[0])
+    kwargs = {"socket_timeout": 10, "socket_connect_timeout": 5}
+    if url.startswith("rediss://"):
+        if opts.get("ca_file"):
+            kwargs["ssl_ca_certs"] = opts["ca_file"]
+        if opts.get("cert_file"):
+            kwargs["ssl_certfile"] = opts["cert_file"]
+        if opts.get("key_file"):
+            kwargs["ssl_keyfile"] = opts["key_file"]
+    elif any(opts.get(name) for name in TLS_OPTIONS):
+        raise RouterError(f"{url}: TLS options need a rediss:// URL")
+    try:
+        return redis, redis.Redis.from_url(url, **kwargs)
+    except ValueError as exc:
+        raise RouterError(f"{url}: not a Redis URL ({exc}); e.g. redis://127.0.0.1:6379/0") from exc
+
+
+def entry_fields(event: Envelope) -> dict[str, bytes | str]:
+    """Return the stream entry of ``event``: ``ce_<attribute>`` fields and ``data``."""
+    fields: dict[str, bytes | str] = {PREFIX + name: value for name, value in event.attributes().items()}
+    fields["data"] = event.data
+    return fields
+
+
+def envelope_of(fields: dict[bytes, bytes]) -> Envelope:
+    """Rebuild the envelope of a stream entry written by ``entry_fields``."""
+    attrs = {}
+    data = b""
+    for key, value in fields.items():
+        name = key.decode()
+        if name == "data":
+            data = value
+        elif name.startswith(PREFIX):
+            attrs[name[len(PREFIX):]] = value.decode()
+    return Envelope.from_attributes(attrs, data)
+
+
+class RedisRouter:
+    """Appends events to Redis Streams with one pipelined round trip per batch."""
+
+    def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
+        self.url, opts = split_options(url, options, OPTIONS)
+        self.destinations = destinations or Destinations()
+        self.maxlen = as_int(opts["maxlen"], "maxlen", url) if opts.get("maxlen") else None
+        self.max_bytes = as_int(opts.get("max_bytes", DEFAULT_MAX_BYTES), "max_bytes", url)
+        self.redis, self.client = _client(self.url, opts)
+        self._closed = False
+
+    def publish(self, batch: Sequence[Envelope]) -> list[PublishResult]:
+        """XADD every event in one pipeline; ok once Redis returned the entry id."""
+        results: list[PublishResult | None] = [None] * len(batch)
+        pipe = self.client.pipeline(transaction=False)
+        queued: list[int] = []
+        for index, event in enumerate(batch):
+            fields = entry_fields(event)
+            size = len(event.data) + sum(len(k) + len(v) for k, v in fields.items() if k != "data")
+            if size > self.max_bytes:
+                results[index] = too_large(event.id, size, self.max_bytes, "redis")
+                continue
+            pipe.xadd(self.destinations.for_event(event), fields, maxlen=self.maxlen, approximate=True)
+            queued.append(index)
+        if queued:
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except (self.redis.ConnectionError, self.redis.TimeoutError, OSError) as exc:
+                for index in queued:
+                    results[index] = PublishResult(batch[index].id, f"redis unreachable: {exc}")
+                return results  # type: ignore[return-value]
+            for index, reply in zip(queued, replies):
+                if isinstance(reply, Exception):
+                    text = str(reply)
+                    transient = isinstance(reply, (self.redis.ConnectionError, self.redis.TimeoutError)) or (
+                        text.split(" ", 1)[0] in _TRANSIENT_REPLIES
+                    )
+                    results[index] = PublishResult(batch[index].id, f"redis refused XADD: {text}", not transient)
+                else:
+                    results[index] = PublishResult(batch[index].id)
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Close the connection pool; safe twice."""
+        if not self._closed:
+            self._closed = True
+            self.client.close()
+
+    @classmethod
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "RedisSubscription":
+        """Read ``destinations`` (streams) as consumer group ``group``."""
+        return RedisSubscription(url, group, destinations, **options)
+
+
+class RedisSubscription:
+    """A Redis Streams consumer group member; ``ack`` is XACK."""
+
+    def __init__(self, url: str, group: str, destinations: list[str], **options):
+        if not destinations:
+            raise RouterError(f"{url}: name at least one destination (stream) to read")
+        self.url, opts = split_options(url, options, OPTIONS)
+        self.redis, self.client = _client(self.url, opts)
+        self.group = group
+        self.consumer = opts.get("consumer") or "strangler"
+        self.streams = list(destinations)
+        for stream in self.streams:
+            try:
+                self.client.xgroup_create(stream, group, id="0", mkstream=True)
+            except self.redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise RouterError(f"{url}: cannot create group {group!r} on {stream!r}: {exc}") from exc
+            except self.redis.ConnectionError as exc:
+                raise RouterError(f"{url}: redis unreachable: {exc}") from exc
+        self._pending = True  # first read this consumer's unacked entries from an earlier run
+
+    def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
+        """Return up to ``max_events`` entries, unacked ones of this consumer first."""
+        out: list[Delivery] = []
+        if self._pending:
+            self._pending = False
+            replies = self.client.xreadgroup(self.group, self.consumer, {s: "0" for s in self.streams},
+                                             count=max_events)
+            out.extend(self._deliveries(replies, redelivered=True))
+            if out:
+                return out
+        replies = self.client.xreadgroup(
+            self.group, self.consumer, {s: ">" for s in self.streams}, count=max_events,
+            block=max(1, int(timeout * 1000)),
+        )
+        return self._deliveries(replies, redelivered=False)
+
+    def _deliveries(self, replies, *, redelivered: bool) -> list[Delivery]:
+        out = []
+        for stream, entries in replies or []:
+            stream = stream.decode() if isinstance(stream, bytes) else stream
+            for entry_id, fields in entries:
+                if not fields:  # trimmed away while pending
+                    self.client.xack(stream, self.group, entry_id)
+                    continue
+                try:
+                    envelope = envelope_of(fields)
+                except (EnvelopeError, UnicodeDecodeError) as exc:
+                    raise RouterError(f"{self.url}: stream {stream} entry {entry_id!r} is not a CloudEvent: {exc}") from exc
+                out.append(Delivery(
+                    envelope=envelope, destination=stream, redelivered=redelivered,
+                    _ack=lambda s=stream, i=entry_id: self.client.xack(s, self.group, i),
+                    _nack=self._nack,
+                ))
+        return out
+
+    def _nack(self) -> None:
+        self._pending = True
+
+    def close(self) -> None:
+        """Close the connection; unacked entries stay in this consumer's pending list."""
+        self.client.close()
