@@ -12,10 +12,12 @@ import click
 
 COMMANDS = [
     "outbox",
+    "relay",
     "keys",
     "events",
     "scan",
     "rewrite",
+    "watch",
 ]
 
 

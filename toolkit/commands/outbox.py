@@ -151,3 +151,93 @@ def status_command(ctx: click.Context, db: str | None, as_json: bool, dead_limit
             )
     if status.dead:
         ctx.exit(1)
+
+
+@command.command("retry")
+@click.option("--db", help="SQLAlchemy URL of the database holding the outbox.")
+@click.option("--id", "ids", multiple=True, help="Event id of a dead row to retry (repeatable); default: all dead rows.")
+@click.option("--type", "event_type", help="Retry only dead rows of this event type.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Rows changed per transaction.")
+@click.option("--json", "as_json", is_flag=True, help="Write the result as one JSON object.")
+@click.pass_context
+def retry_command(ctx: click.Context, db: str | None, ids: tuple[str, ...], event_type: str | None,
+                  batch_size: int, as_json: bool):
+    """Make dead rows pending again, so the relay publishes them (attempts reset).
+
+    \b
+    Examples:
+      strangler outbox retry --db sqlite:///shop.db
+      strangler outbox retry --db sqlite:///shop.db --id 0190a1b2-...
+    """
+    from outbox.maintenance import retry_dead
+
+    config = load(ctx, db=db)
+    engine = engine_for(config.db)
+    try:
+        result = retry_dead(engine, table_name=config.outbox_table, ids=list(ids) or None,
+                            event_type=event_type, batch_size=batch_size)
+    except (OperationalError, ProgrammingError) as exc:
+        raise Problems(f"cannot update the outbox table {config.outbox_table!r}: {exc.orig}") from None
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"retried": result.rows, "batches": result.batches}))
+    else:
+        click.echo(f"{result.rows} dead rows are pending again")
+    if ids and result.rows < len(set(ids)):
+        raise Problems(f"{len(set(ids)) - result.rows} of the given ids are not dead rows")
+
+
+def _cutoff(value: str) -> "dt.datetime":
+    import datetime as dt
+    import re
+
+    match = re.fullmatch(r"(\d+)([smhd])", value.strip())
+    if match:
+        seconds = int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: expected an age such as 7d, 12h, 30m, or an RFC 3339 time such as 2026-01-31T00:00:00Z",
+            param_hint="--published-before",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+@command.command("purge")
+@click.option("--db", help="SQLAlchemy URL of the database holding the outbox.")
+@click.option("--published-before", required=True,
+              help="Delete rows published before this: an age (7d, 12h, 30m) or an RFC 3339 time.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Rows deleted per transaction (never one unbounded DELETE).")
+@click.option("--max-batches", type=click.IntRange(min=1), help="Stop after this many batches (run again to go on).")
+@click.option("--json", "as_json", is_flag=True, help="Write the result as one JSON object.")
+@click.pass_context
+def purge_command(ctx: click.Context, db: str | None, published_before: str, batch_size: int,
+                  max_batches: int | None, as_json: bool):
+    """Delete published rows older than a cutoff, in bounded batches; pending and dead rows stay.
+
+    \b
+    Examples:
+      strangler outbox purge --db sqlite:///shop.db --published-before 7d
+      strangler outbox purge --db sqlite:///shop.db --published-before 2026-01-01T00:00:00Z --batch-size 500
+    """
+    from outbox.maintenance import purge_published
+
+    cutoff = _cutoff(published_before)
+    config = load(ctx, db=db)
+    engine = engine_for(config.db)
+    try:
+        result = purge_published(engine, cutoff, table_name=config.outbox_table, batch_size=batch_size,
+                                 max_batches=max_batches)
+    except (OperationalError, ProgrammingError) as exc:
+        raise Problems(f"cannot delete from the outbox table {config.outbox_table!r}: {exc.orig}") from None
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"purged": result.rows, "batches": result.batches, "published_before": cutoff.isoformat()}))
+    else:
+        click.echo(f"purged {result.rows} rows published before {cutoff.isoformat()} in {result.batches} batches")

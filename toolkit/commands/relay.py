@@ -1,0 +1,135 @@
+"""``strangler relay``: publish the outbox to a broker, in order per aggregate, at least once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+
+import click
+
+from ..context import Problems, load
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per log line: time, level, message and the relay's structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update(getattr(record, "relay", {}) or {})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, separators=(",", ":"))
+
+
+def _logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    logger = logging.getLogger("strangler")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+@click.command(name="relay")
+@click.option("--db", help="SQLAlchemy URL of the database holding the outbox (default: db from config).")
+@click.option("--router", "router_url", help="Router URL, e.g. redis://127.0.0.1:6379/0 (default: router from config).")
+@click.option("--once", is_flag=True, help="Publish everything claimable now, then exit.")
+@click.option("--batch", type=int, help="Rows claimed and published per batch (default: relay.batch, 200).")
+@click.option("--metrics-port", type=int, help="Serve /metrics, /healthz and /readyz on this port (0: off).")
+@click.option("--max-attempts", type=int, help="Failed publishes before a row is dead (default: relay.max_attempts).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]), help="Log level (JSON lines on stderr).")
+@click.pass_context
+def command(ctx: click.Context, db, router_url, once, batch, metrics_port, max_attempts, log_level):
+    """Publish outbox rows to a broker: claim, publish, mark; in order per aggregate.
+
+    \b
+    Runs beside the monolith until SIGTERM or SIGINT, which finish and mark
+    the batch in flight and exit 0. Several relays may run at once: they share
+    the outbox's 64 lease partitions. Logs are JSON lines on stderr, one per
+    batch, never the payload. With --once, exit 1 if some rows could not be
+    published.
+
+    \b
+    Examples:
+      strangler relay --db postgresql+psycopg://app@db/shop --router redis://127.0.0.1:6379/0
+      strangler relay --db sqlite:///shop.db --router file://./events --once
+      strangler relay --db sqlite:///shop.db --router amqp://guest:guest@127.0.0.1/%2F --metrics-port 9464
+    """
+    from outbox.relay import Relay, RelayOptions
+    from outbox.routers import RouterError, open_router
+
+    from .outbox import engine_for
+
+    config = load(ctx, db=db, router=router_url, relay__batch=batch, relay__metrics_port=metrics_port,
+                  relay__max_attempts=max_attempts)
+    _logging(log_level)
+    engine = engine_for(config.db)
+    try:
+        router = open_router(config.router)
+    except RouterError as exc:
+        raise click.UsageError(f"--router {config.router!r}: {exc}") from None
+    transform = None
+    if config.crypto.encrypt_at == "relay":
+        from outbox.crypto import producer_crypto
+
+        try:
+            transform = producer_crypto(
+                "relay", config.crypto.keys_dir, config.crypto.policy, producer=config.crypto.producer,
+                reuse_events=config.crypto.reuse_events, reuse_seconds=config.crypto.reuse_seconds,
+            ).envelope_transform
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"crypto.encrypt_at = 'relay' but the keys or policy cannot be loaded: {exc}")
+    metrics = server = None
+    scheme = config.router.split(":", 1)[0]
+    if config.relay.metrics_port:
+        from outbox.metrics import MetricsServer, RelayMetrics
+
+        try:
+            metrics = RelayMetrics(scheme)
+        except RuntimeError as exc:
+            raise click.UsageError(str(exc)) from None
+    relay = Relay(
+        engine, router,
+        options=RelayOptions(
+            batch=config.relay.batch, max_attempts=config.relay.max_attempts,
+            poll_interval=config.relay.poll_interval, lease_seconds=config.relay.lease_seconds,
+            table_name=config.outbox_table,
+        ),
+        envelope_transform=transform, metrics=metrics,
+    )
+    if metrics is not None:
+        try:
+            server = MetricsServer(metrics, config.relay.metrics_port, healthy=relay.healthy, ready=relay.ready).start()
+        except OSError as exc:
+            raise click.UsageError(f"--metrics-port {config.relay.metrics_port}: {exc}") from None
+    previous = {sig: signal.signal(sig, lambda *_: relay.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    logging.getLogger("strangler.relay").info(
+        "relay started", extra={"relay": {"event": "start", "owner": relay.owner, "router": scheme,
+                                          "once": once, "metrics_port": server.port if server else 0}},
+    )
+    try:
+        stats = relay.run(once=once)
+    except Exception as exc:
+        raise Problems(f"relay stopped: {type(exc).__name__}: {exc}") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        router.close()
+        engine.dispose()
+        if server is not None:
+            server.close()
+    logging.getLogger("strangler.relay").info(
+        "relay stopped", extra={"relay": {"event": "stop", "published": stats.published, "failed": stats.failed,
+                                          "dead": stats.dead, "batches": stats.batches}},
+    )
+    if once and stats.failed:
+        raise Problems(f"{stats.failed} publishes failed ({stats.dead} rows dead); see 'strangler outbox status'")
