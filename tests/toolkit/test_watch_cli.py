@@ -1,0 +1,151 @@
+"""``strangler watch``: alerts as JSON lines on stderr, exit codes, bad rules as usage errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from outbox.envelope import Envelope
+from outbox.routers import open_router
+from toolkit.cli import cli
+
+RULES = """
+[[rule]]
+name = "mass-deletion"
+kind = "rate"
+type = "shop.customer.deleted"
+max = 2
+window = "1m"
+
+[[rule]]
+name = "shop-only"
+kind = "source"
+type = "shop.*"
+sources = ["/shop"]
+"""
+
+
+def envelope(n: int, type_: str = "shop.customer.deleted", source: str = "/shop") -> Envelope:
+    return Envelope.from_structured(
+        {"specversion": "1.0", "id": f"0193a6c2-0000-7000-8000-{n:012d}", "source": source, "type": type_,
+         "subject": str(n), "time": "2026-11-29T10:00:00Z", "aggregatetype": "customer", "data": {"id": n}}
+    )
+
+
+@pytest.fixture
+def router(tmp_path):
+    url = f"file://{tmp_path}/events"
+    rules = tmp_path / "strangler-watch.toml"
+    rules.write_text(RULES)
+    return url, rules
+
+
+def publish(url, envelopes):
+    router = open_router(url)
+    try:
+        assert all(r.ok for r in router.publish(envelopes))
+    finally:
+        router.close()
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["watch", *args])
+
+
+def test_ordinary_traffic_exits_0_with_no_alert(router):
+    url, rules = router
+    publish(url, [envelope(1, "shop.customer.registered"), envelope(2)])
+
+    result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--fail-on-alert", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"observed": 2, "alerts": 0, "rules": ["mass-deletion", "shop-only"]}
+    assert result.stderr == ""
+
+
+def test_each_alert_is_a_json_line_on_stderr_and_fail_on_alert_exits_1(router):
+    url, rules = router
+    publish(url, [envelope(n) for n in range(3)] + [envelope(9, "shop.customer.registered", source="/elsewhere")])
+
+    result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--fail-on-alert")
+
+    assert result.exit_code == 1
+    alerts = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert sorted(a["alert"] for a in alerts) == ["mass-deletion", "shop-only"]
+    rate = next(a for a in alerts if a["alert"] == "mass-deletion")
+    assert rate["count"] == 3 and len(rate["evidence"]) == 3 and rate["window"]["seconds"] == 60
+    assert "1 alert" not in result.stderr and "2 alert(s) raised" in result.stderr
+
+
+def test_the_watch_resumes_its_own_group_so_a_second_run_sees_only_new_events(router):
+    url, rules = router
+    publish(url, [envelope(n) for n in range(3)])
+    assert run("--router", url, "--rules", str(rules), "--destination", "customer", "--once").exit_code == 0
+
+    again = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--json", "--fail-on-alert")
+
+    assert again.exit_code == 0 and json.loads(again.stdout)["observed"] == 0
+
+
+def test_bad_rules_are_a_usage_error_naming_the_file_rule_and_key(router, tmp_path):
+    url, _ = router
+    bad = tmp_path / "bad.toml"
+    bad.write_text(textwrap.dedent("""
+        [[rule]]
+        name = "mass-deletion"
+        kind = "rate"
+        type = "shop.customer.deleted"
+        max = "lots"
+        window = "1m"
+    """))
+
+    result = run("--router", url, "--rules", str(bad), "--destination", "customer", "--once")
+
+    assert result.exit_code == 2
+    assert f"{bad}: rule 'mass-deletion': key 'max': expected a whole number" in result.output
+
+
+def test_a_gap_rule_without_a_database_is_a_usage_error(router, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url, _ = router
+    rules = tmp_path / "gap.toml"
+    rules.write_text('[[rule]]\nname = "gap"\nkind = "gap"\n')
+
+    result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once")
+
+    assert result.exit_code == 2 and "pass --db URL" in result.output
+
+
+def test_the_watch_posts_each_alert_to_a_webhook(router):
+    import http.server
+    import threading
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url, rules = router
+        publish(url, [envelope(n) for n in range(3)])
+        hook = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+
+        result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--webhook", hook)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert result.exit_code == 0, result.output
+    assert [(a["alert"], a["count"]) for a in received] == [("mass-deletion", 3)]
