@@ -197,6 +197,7 @@ class _Scope:
     ignored: bool
     events: list[_Event] = dataclasses.field(default_factory=list)
     exprs: dict[str, cst.CSTNode] = dataclasses.field(default_factory=dict)  # name -> last assigned expr
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # loop variable -> what it iterates
 
     def lookup(self, name: str) -> tuple[bool, Value | None]:
         scope: _Scope | None = self
@@ -302,6 +303,9 @@ class Detector:
             self._calls(stmt.iter, stmt, scope, ignored, in_begin, header=True)
             iterated = self.value_of(stmt.iter, scope)
             if isinstance(stmt.target, cst.Name):
+                if _is_reference(stmt.iter):
+                    # `for u in users: emit(s, t, u)` covers `session.add_all(users)`.
+                    scope.aliases[stmt.target.value] = code_of(stmt.iter)
                 element = None
                 if iterated is not None and iterated.kind == "entities":
                     element = Value("entity", cls=iterated.cls, origin="loaded")
@@ -520,10 +524,11 @@ class Detector:
                 else:
                     verb = "saved"
                 cls = entity.cls if entity is not None and entity.kind in ("entity", "entities") else None
-                if (entity is not None and entity.kind in ("other", "str")) or (
-                    isinstance(entity_node, (cst.SimpleString, cst.Integer))
+                if method != "add_all" and (
+                    (entity is not None and entity.kind in ("other", "str"))
+                    or isinstance(entity_node, (cst.SimpleString, cst.Integer))
                 ):
-                    return
+                    return  # a set's or a cache's .add/.delete, not a session's
                 many = method == "add_all"
                 assigned = common["small"]
                 if (method == "merge" and isinstance(assigned, cst.Assign) and assigned.value is call
@@ -657,7 +662,7 @@ class Detector:
             scope,
             "emit",
             node=call,
-            entity=code_of(entity) if entity is not None else None,
+            entity=scope.aliases.get(code_of(entity), code_of(entity)) if entity is not None else None,
             aggregate=literal(aggregate) if aggregate is not None else None,
             verb=type_text.rsplit(".", 1)[-1] if type_text else None,
         )
@@ -793,8 +798,10 @@ class Detector:
             return OTHER
         if isinstance(node, (cst.List, cst.ListComp)):
             elements = getattr(node, "elements", None)
-            if elements:
-                first = self.value_of(elements[0].value, scope)
+            sample = elements[0].value if elements else getattr(node, "elt", None)
+            if sample is not None:
+                # The loop variables of a comprehension are unknown here, which is fine for `Model(...)`.
+                first = self.value_of(sample, scope)
                 if first is not None and first.kind == "entity":
                     return Value("entities", cls=first.cls, origin=first.origin)
             return OTHER
@@ -1095,7 +1102,7 @@ class Detector:
             code = f"{fn}({', '.join(args)})"
         else:
             entity_node = info.get("entity_node")
-            if entity is None or not (many or _is_reference(info.get("entity_ref", entity_node))):
+            if entity is None or not _is_reference(entity_node):
                 return None
             element = "_entity" if many else entity
             if dynamic:
@@ -1104,6 +1111,9 @@ class Detector:
             else:
                 type_code = f'"{event_type}"'
             code = f"{fn}({target}, {type_code}, {element})"
+            if kind == "session-merge":
+                # An upsert may change nothing (the same feed imported twice): no change, no event.
+                code = f"if {target}.is_modified({element}):\n    {code}"
             if many:
                 code = f"for _entity in {entity}:\n    {code}"
         header = info.get("header")

@@ -520,3 +520,35 @@ def test_bad_encoding_is_skipped(tmp_path):
     (tmp_path / "app/x.py").write_bytes(b"a = 1\nb = '\xff\xfe'\n")
     result = run_on(tmp_path, "app/x.py", write=True)
     assert result.status == "skipped" and result.line == 2
+
+
+def test_merge_emits_only_when_the_upsert_changed_something_and_add_all_loops(tmp_path):
+    result = assert_codemod(tmp_path, '''
+        from .models import db, User
+
+
+        def upsert(rows):
+            for row in rows:
+                user = db.session.merge(User(id=row["id"], name=row["name"]))
+            users = [User(name=n) for n in rows]
+            db.session.add_all(users)
+            db.session.add_all([User(name=n) for n in rows])
+            db.session.commit()
+    ''', '''
+        from .models import db, User
+        from outbox import emit
+
+
+        def upsert(rows):
+            for row in rows:
+                user = db.session.merge(User(id=row["id"], name=row["name"]))
+                if db.session.is_modified(user):
+                    emit(db.session, "app.user.saved", user)
+            users = [User(name=n) for n in rows]
+            db.session.add_all(users)
+            for _entity in users:
+                emit(db.session, "app.user.created", _entity)
+            db.session.add_all([User(name=n) for n in rows])
+            db.session.commit()
+    ''')
+    assert [s.action for s in result.sites] == ["rewrite", "rewrite", "decide"]
