@@ -42,6 +42,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import tracing
 from .envelope import JOSE_CONTENT_TYPE, Envelope
 from .inbox import dead_letter_table, inbox_table
 from .routers import Delivery, Subscription, open_subscription
@@ -111,6 +112,8 @@ class Consumer:
         self._exact: dict[str, Handler] = {}
         self._patterns: list[tuple[str, Handler]] = []
         self._stop = threading.Event()
+        self._group: str | None = None
+        self._system = "strangler"
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -150,8 +153,17 @@ class Consumer:
         Outcomes: ``handled``, ``duplicate`` (already in the inbox), ``ignored``
         (no handler), ``dead`` (the handler raised), ``rejected`` (failed
         verification), ``retry`` (the database could not record the outcome:
-        nacked, delivered again later).
+        nacked, delivered again later). With OpenTelemetry, all of it runs in a
+        ``process`` span continuing the event's trace (``outbox.tracing``).
         """
+        with tracing.process_span(
+            delivery.envelope, destination=delivery.destination, group=self._group or self.name, system=self._system
+        ) as span:
+            outcome = self._handle(delivery)
+            tracing.record_outcome(span, outcome)
+            return outcome
+
+    def _handle(self, delivery: Delivery) -> str:
         envelope = delivery.envelope
         func = self.handler_for(envelope.type)
         if func is None:
@@ -324,6 +336,9 @@ class Consumer:
         once a receive comes back empty (tests, batch jobs); ``max_events``
         returns after that many deliveries.
         """
+        self._group = group or self.name
+        if router_url:
+            self._system = tracing.system_of(router_url)
         if subscription is None:
             if not router_url:
                 raise ValueError("pass router_url (e.g. redis://127.0.0.1:6379/0) or subscription")

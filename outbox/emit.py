@@ -24,7 +24,7 @@ from . import codec, settings
 from .envelope import JSON_CONTENT_TYPE, format_time, join_span_context
 from .ids import new_event_id
 from .table import get_outbox_table, partition_for
-from .tracing import current_trace_context
+from .tracing import create_context
 
 _EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 _PENDING = "strangler.pending_events"
@@ -93,9 +93,12 @@ def emit(
     if sealer is not None:
         sealer.check_type(type)
 
-    traceparent, tracestate = current_trace_context()
+    event_id = new_event_id()
+    traceparent, tracestate = create_context(
+        event_id, type, aggregate or (aggregate_type_of(entity.__class__) if entity is not None else None)
+    )
     pending = _PendingEvent(
-        id=new_event_id(),
+        id=event_id,
         type=type,
         entity=entity,
         data=data,

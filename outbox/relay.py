@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 from sqlalchemy import and_, not_, or_, select, update
 from sqlalchemy.engine import Engine
 
+from . import tracing
 from .envelope import Envelope
 from .leases import Leases, new_owner_id
 from .metrics import NullMetrics
@@ -412,7 +413,8 @@ class Relay:
         transient: str | None = None
         if envelopes:
             try:
-                published = self.router.publish(envelopes)
+                with tracing.send_span(envelopes, router=self.router):
+                    published = self.router.publish(envelopes)
                 if len(published) != len(envelopes):
                     raise RuntimeError(f"router returned {len(published)} results for {len(envelopes)} events")
             except Exception as exc:  # a router that raises is treated as a broker outage
