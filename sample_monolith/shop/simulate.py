@@ -8,6 +8,7 @@ first order is paid and the second cancelled. Prints what was done as JSON.
 
 import argparse
 import json
+import os
 import sys
 
 SAMPLE_CATALOGUE = [
@@ -91,6 +92,17 @@ def place_sample_orders(app, n=5):
     }
 
 
+def _from_working_folder(url):
+    """A relative SQLite path on the command line means the working folder, as Alembic reads it.
+
+    (Flask-SQLAlchemy would otherwise resolve it inside the instance folder.)
+    """
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix):].startswith("/") and url != prefix:
+        return prefix + os.path.abspath(url[len(prefix):])
+    return url
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m sample_monolith.shop.simulate", description=__doc__.splitlines()[0]
@@ -112,7 +124,7 @@ def main(argv=None):
 
     overrides = {}
     if args.db:
-        overrides["SQLALCHEMY_DATABASE_URI"] = args.db
+        overrides["SQLALCHEMY_DATABASE_URI"] = _from_working_folder(args.db)
     if args.mail_spool:
         overrides["MAIL_SPOOL"] = args.mail_spool
     if args.inline_email is not None:

@@ -18,6 +18,7 @@ COMMANDS = [
     "scan",
     "rewrite",
     "watch",
+    "walkthrough",
 ]
 
 
