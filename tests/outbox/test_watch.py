@@ -1,16 +1,19 @@
-"""The watch on the file router: ordinary traffic raises nothing; each suspicious pattern raises exactly its alert.
+"""The watch on real brokers: ordinary traffic raises nothing; each suspicious pattern raises exactly its alert.
 
 Every test runs the same shop: a monolith emits encrypted order and customer
 events in real transactions, the relay publishes them, billing, shipping and
 crm consume them with their inboxes, and the watch reads the router as its
-own group with every rule kind on. A pattern is then added on top.
+own group with every rule kind on. A pattern is then added on top. Each
+test runs on the file router and on Redis Streams (its own streams, removed after).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 import textwrap
+import uuid
 
 import pytest
 from sqlalchemy import create_engine, update
@@ -23,6 +26,7 @@ from outbox.migrate import standalone_config, upgrade
 from outbox.relay import Relay
 from outbox.routers import open_router
 from outbox.table import get_outbox_table
+from outbox.testing.services import service_url
 from outbox.watch import Watch, load_rules
 from outbox.watch.run import run_watch
 from outbox.watch.sources import OutboxLedger, group_lister, signer_of
@@ -74,28 +78,28 @@ grace = "1ms"
 window = "10m"
 """
 
-DESTINATIONS = ["order", "customer"]
-
-
 class Shop:
     """The monolith, its relay, its services and a watch over its router, in one folder."""
 
-    def __init__(self, tmp_path, db_url):
+    def __init__(self, tmp_path, db_url, router_url=None, suffix=""):
         self.tmp = tmp_path
+        # Aggregate types name the destinations: unique ones keep a shared broker's streams apart.
+        self.order, self.customer = f"order{suffix}", f"customer{suffix}"
+        self.destinations = [self.order, self.customer]
         self.world = make_world(tmp_path)
         self.db_url = db_url
         upgrade(standalone_config(db_url))
         self.engine = create_engine(db_url)
-        self.router_url = f"file://{tmp_path}/events"
+        self.router_url = router_url or f"file://{tmp_path}/events"
         self.rules_path = tmp_path / "strangler-watch.toml"
         self.rules_path.write_text(RULES)
         self.sealer = self.world.sealer()
         outbox.configure(source="/shop", sealer=self.sealer)
         self.services = {}
         for name, types, destinations in (
-            ("billing", "shop.order.*", ["order"]),
-            ("shipping", "shop.order.*", ["order"]),
-            ("crm", "shop.customer.*", ["customer"]),
+            ("billing", "shop.order.*", [self.order]),
+            ("shipping", "shop.order.*", [self.order]),
+            ("crm", "shop.customer.*", [self.customer]),
         ):
             url = f"sqlite:///{tmp_path}/{name}.db"
             inbox.upgrade(url)
@@ -107,15 +111,15 @@ class Shop:
         """Orders placed, paid and shipped; customers registering; one customer leaving."""
         for n in range(orders):
             with self.engine.begin() as conn:
-                emit(conn, "shop.order.created", aggregate="order", key=n, data={"id": n, "total": 10 + n})
+                emit(conn, "shop.order.created", aggregate=self.order, key=n, data={"id": n, "total": 10 + n})
             with self.engine.begin() as conn:
-                emit(conn, "shop.order.paid", aggregate="order", key=n, data={"id": n})
-                emit(conn, "shop.order.shipped", aggregate="order", key=n, data={"id": n})
+                emit(conn, "shop.order.paid", aggregate=self.order, key=n, data={"id": n})
+                emit(conn, "shop.order.shipped", aggregate=self.order, key=n, data={"id": n})
         for n in range(5):
             with self.engine.begin() as conn:
-                emit(conn, "shop.customer.registered", aggregate="customer", key=n, data={"id": n})
+                emit(conn, "shop.customer.registered", aggregate=self.customer, key=n, data={"id": n})
         with self.engine.begin() as conn:
-            emit(conn, "shop.customer.deleted", aggregate="customer", key=1, data={"id": 1})
+            emit(conn, "shop.customer.deleted", aggregate=self.customer, key=1, data={"id": 1})
 
     def relay(self) -> None:
         router = open_router(self.router_url)
@@ -138,27 +142,39 @@ class Shop:
 
     def watch(self, *, reader: str | None = "billing") -> list:
         alerts = []
-        ledger = OutboxLedger(self.engine, destinations=DESTINATIONS)
-        watch = Watch(
-            load_rules(self.rules_path),
-            sinks=[alerts.append],
-            group_lister=group_lister(self.router_url, DESTINATIONS),
-            ledger=ledger,
-        )
+        ledger = OutboxLedger(self.engine, destinations=self.destinations)
+        lister = group_lister(self.router_url, self.destinations)
+        watch = Watch(load_rules(self.rules_path), sinks=[alerts.append], group_lister=lister, ledger=ledger)
         kid_of = signer_of(self.world.opener(reader)) if reader else None
-        run_watch(watch, self.router_url, DESTINATIONS, once=True, poll=0.05, producer_kid_of=kid_of)
+        try:
+            run_watch(watch, self.router_url, self.destinations, once=True, poll=0.05, producer_kid_of=kid_of)
+        finally:
+            getattr(lister, "close", lambda: None)()
         return alerts
+
+    def envelope(self, sealer, data, **attrs):
+        """An order event as the relay would publish it, routed to this shop's order destination."""
+        return dataclasses.replace(sealed_envelope(sealer, data, **attrs), aggregatetype=self.order)
 
     def close(self):
         outbox.configure(sealer=None)
+        if self.router_url.startswith("redis"):
+            import redis
+
+            client = redis.Redis.from_url(self.router_url)
+            client.delete(*self.destinations)
+            client.close()
         self.engine.dispose()
         for consumer, _ in self.services.values():
             consumer.sessions.kw["bind"].dispose()
 
 
-@pytest.fixture
-def shop(tmp_path, sqlite_url):
-    shop = Shop(tmp_path, sqlite_url)
+@pytest.fixture(params=["file", "redis"])
+def shop(request, tmp_path, sqlite_url):
+    if request.param == "redis":
+        shop = Shop(tmp_path, sqlite_url, service_url("redis"), suffix=f"_{uuid.uuid4().hex[:8]}")
+    else:
+        shop = Shop(tmp_path, sqlite_url)
     yield shop
     shop.close()
 
@@ -192,7 +208,7 @@ def test_more_deletions_in_a_minute_than_allowed_raise_one_rate_alert_with_every
     deleted = []
     for n in range(10, 14):
         with shop.engine.begin() as conn:
-            deleted.append(emit(conn, "shop.customer.deleted", aggregate="customer", key=n, data={"id": n}))
+            deleted.append(emit(conn, "shop.customer.deleted", aggregate=shop.customer, key=n, data={"id": n}))
     shop.relay()
 
     alerts = shop.watch()
@@ -209,7 +225,7 @@ def test_one_order_changed_again_and_again_raises_one_burst_alert_naming_the_sub
     day(shop)
     for _ in range(4):
         with shop.engine.begin() as conn:
-            emit(conn, "shop.order.updated", aggregate="order", key=3, data={"id": 3})
+            emit(conn, "shop.order.updated", aggregate=shop.order, key=3, data={"id": 3})
     shop.relay()
 
     alerts = shop.watch()
@@ -220,7 +236,7 @@ def test_one_order_changed_again_and_again_raises_one_burst_alert_naming_the_sub
 
 def test_an_event_from_another_source_raises_one_source_alert(shop):
     day(shop)
-    forged = sealed_envelope(shop.sealer, {"id": 99}, source="/intruder")
+    forged = shop.envelope(shop.sealer, {"id": 99}, source="/intruder")
     shop.publish_directly(forged)
 
     alerts = shop.watch()
@@ -239,7 +255,7 @@ def test_an_event_signed_by_another_producer_key_raises_a_producer_alert_for_a_r
     rogue = Sealer(KeyRing.load(shop.world.keys), shop.world.policy, producer="rogue")
     with shop.engine.begin() as conn:  # a second producer writing to the same outbox
         outbox.configure(sealer=rogue)
-        event_id = emit(conn, "shop.order.created", aggregate="order", key=77, data={"id": 77})
+        event_id = emit(conn, "shop.order.created", aggregate=shop.order, key=77, data={"id": 77})
     shop.relay()
 
     alerts = shop.watch()
@@ -262,7 +278,7 @@ def test_an_event_encrypted_to_a_key_nobody_published_raises_one_unknown_key_ale
     wide = Sealer(KeyRing.load(elsewhere), load_policy(policy))
     outbox.configure(sealer=wide)
     with shop.engine.begin() as conn:
-        event_id = emit(conn, "shop.order.created", aggregate="order", key=5, data={"id": 5})
+        event_id = emit(conn, "shop.order.created", aggregate=shop.order, key=5, data={"id": 5})
     shop.relay()
 
     alerts = shop.watch()
@@ -282,7 +298,7 @@ def test_an_event_sealed_to_a_retired_key_raises_one_retired_key_alert(shop):
     retire_key(shop.world.keys, "billing-1")
     outbox.configure(sealer=Sealer(KeyRing.load(stale), shop.world.policy))
     with shop.engine.begin() as conn:
-        emit(conn, "shop.order.created", aggregate="order", key=6, data={"id": 6})
+        emit(conn, "shop.order.created", aggregate=shop.order, key=6, data={"id": 6})
     shop.relay()
 
     alerts = shop.watch()
@@ -295,12 +311,12 @@ def test_a_consumer_group_the_policy_does_not_name_raises_one_groups_alert(shop)
     day(shop)
     analytics = Consumer("analytics", create_engine(f"sqlite:///{shop.tmp}/billing.db"), opener=shop.world.opener("billing"))
     analytics.add_handler("*", lambda event, session: None)
-    analytics.run(shop.router_url, destinations=["order"], until_idle=True, install_signals=False, poll=0.05)
+    analytics.run(shop.router_url, destinations=[shop.order], until_idle=True, install_signals=False, poll=0.05)
 
     alerts = shop.watch()
 
     assert {(a.rule, a.details["group"], a.details["destination"]) for a in alerts} == {
-        ("readers", "analytics", "order")
+        ("readers", "analytics", shop.order)
     }
     # One alert per type the group can read there: created, paid, shipped.
     assert sorted(a.details["type"] for a in alerts) == ["shop.order.created", "shop.order.paid", "shop.order.shipped"]
@@ -311,7 +327,7 @@ def test_a_consumer_group_the_policy_does_not_name_raises_one_groups_alert(shop)
 def test_events_marked_published_but_missing_on_the_broker_raise_one_gap_alert(shop):
     day(shop)
     with shop.engine.begin() as conn:
-        lost = emit(conn, "shop.order.created", aggregate="order", key=50, data={"id": 50})
+        lost = emit(conn, "shop.order.created", aggregate=shop.order, key=50, data={"id": 50})
     table = get_outbox_table()
     with shop.engine.begin() as conn:  # a relay that marks before the broker's ack, then crashes
         conn.execute(
