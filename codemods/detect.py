@@ -457,6 +457,9 @@ class Detector:
         common = dict(ignored=ignored, in_begin=in_begin, header=header, small=small)
         if isinstance(func, cst.Attribute):
             method = func.attr.value
+            if method in ("populate_obj", "load"):
+                self._loaded_into(call, method, stmt, scope, ignored)
+                return
             if not (
                 method in SESSION_WRITES
                 or method in BULK
@@ -492,6 +495,17 @@ class Detector:
                     self._wrapper_call(call, wrapper, None, stmt, scope, common)
                 elif self.index.commits_inside(callee.attr):
                     self._event(scope, "commit", node=call, value=None, helper=callee.attr)
+
+    def _loaded_into(self, call: cst.Call, method: str, stmt, scope: _Scope, ignored: bool) -> None:
+        """``form.populate_obj(entity)``, ``schema.load(data, instance=entity)``: an implicit update."""
+        if method == "populate_obj":
+            target = call.args[0].value if call.args else None
+        else:
+            target = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "instance"), None)
+        owner = self.value_of(target, scope) if target is not None else None
+        if owner is not None and owner.kind == "entity" and owner.origin != "new":
+            self._event(scope, "implicit", node=call, stmt=stmt, value=owner, entity=code_of(target),
+                        ignored=ignored)
 
     def _named_dbapi(self, receiver: cst.BaseExpression) -> Value | None:
         """A receiver we cannot type but whose name says cursor or connection (checked with its SQL)."""
@@ -598,7 +612,7 @@ class Detector:
                        target=self._session_at_hand(scope), entity_node=owner_node,
                        confidence="high", **common)
             return
-        if kind in ("entity", "instance") and receiver.cls:
+        if kind in ("entity", "instance", "class") and receiver.cls:
             qualname = self.index.find_method(receiver.cls, method)
             if qualname is not None:
                 wrapper = self.index.wrapper(qualname)
@@ -644,7 +658,7 @@ class Detector:
             position = fn.params.index(wrapper.entity) if fn and wrapper.entity in fn.params else 0
             entity_node = call.args[position].value if position < len(call.args) else call.args[0].value
         value = self.value_of(entity_node, scope) if entity_node is not None else None
-        cls = value.cls if value is not None and value.kind == "entity" else None
+        cls = value.cls if value is not None and value.kind in ("entity", "class") else None
         decide = None
         if wrapper.ignored:
             decide = f"{wrapper.qualname} is marked '# strangler: ignore'; its callers get no emit either"
@@ -744,6 +758,11 @@ class Detector:
                 if value is not None and value.kind == "session" and not value.flag:
                     return name
             current = current.parent
+        if scope.owner:
+            for attr in SESSION_NAMES:
+                value = self.index.attribute(Value("instance", cls=scope.owner), attr)
+                if value is not None and value.kind == "session":
+                    return f"self.{attr}"
         return self._module_session()
 
     def _module_session(self) -> str | None:
@@ -1012,7 +1031,7 @@ class Detector:
         if scope.qualname and kind in ("session-add", "session-delete", "session-merge"):
             qualname = f"{self.modname}.{scope.qualname}"
             wrapper_here = self.index.wrapper(qualname)
-            if wrapper_here is not None:
+            if wrapper_here is not None and (wrapper_here.commits or info.get("entity_code") == "self"):
                 kind = "wrapper"
                 verb = naming.verb_for(wrapper_here.verb if info.get("verb") == "saved" else info.get("verb"),
                                        function, self.settings.verbs)
@@ -1061,7 +1080,7 @@ class Detector:
             kind=kind,
             aggregate=aggregate,
             function=function,
-            commit_visible=bool(info.get("commit_visible")) or (wrapper_here is not None and wrapper_here.commits),
+            commit_visible=bool(info.get("commit_visible")) or bool(wrapper_here and wrapper_here.commits),
             covered=covered,
             confidence=info.get("confidence", "high"),
             action=action,

@@ -46,6 +46,7 @@ class FuncFacts:
     annotations: dict[str, str]
     writes: list[tuple[str, str, str]]  # (receiver, method, first argument), as dotted text
     commits: list[str]  # receivers of .commit()
+    self_calls: list[str]  # methods called on self, cls, or an instance made with cls(...)
     returns: Raw | None
     decorator: str  # "", "classmethod", "staticmethod", "property"
     ignored: bool
@@ -159,6 +160,8 @@ class _FactsVisitor:
         }
         writes: list[tuple[str, str, str]] = []
         commits: list[str] = []
+        self_calls: list[str] = []
+        own = {"self", "cls"}
         returns: Raw | None = None
         assigned: dict[str, Raw] = {}
         for sub in _walk_body(node):
@@ -166,6 +169,8 @@ class _FactsVisitor:
                 raw = _raw(sub.value)
                 if raw is not None:
                     assigned.setdefault(sub.targets[0].id, raw)
+                if raw is not None and raw[0] == "call" and raw[1] == "cls":
+                    own.add(sub.targets[0].id)
             if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
                 receiver = dotted(sub.func.value)
                 if receiver is None:
@@ -175,6 +180,8 @@ class _FactsVisitor:
                     writes.append((receiver, sub.func.attr, first or ""))
                 elif sub.func.attr in COMMIT_METHODS:
                     commits.append(receiver)
+                if receiver in own:
+                    self_calls.append(sub.func.attr)
             elif isinstance(sub, ast.Return) and sub.value is not None and returns is None:
                 returns = _raw(sub.value)
                 if returns is not None and returns[0] == "dotted" and returns[1] in assigned:
@@ -188,6 +195,7 @@ class _FactsVisitor:
             annotations=annotations,
             writes=writes,
             commits=commits,
+            self_calls=self_calls,
             returns=returns,
             decorator=_decorator(node),
             ignored=self._ignored(node),
@@ -339,6 +347,7 @@ class Wrapper:
     commits: bool
     entity: str  # "self" or the parameter's name
     ignored: bool
+    direct: bool = True  # False: it writes by calling another wrapper of its class
 
 
 class Index:
@@ -692,6 +701,14 @@ class Index:
             else:
                 continue
             verb = WRITE_METHODS[method] if verb in (None, "saved") else verb
+        if (verb is None or entity is None) and owner:
+            # `def create(cls, **kw): return cls(**kw).save()`, `def update(self): ...; self.save()`
+            for method in fn.self_calls:
+                target = self.find_method(owner, method)
+                inner = self.wrapper(target) if target and target != qualname else None
+                if inner is not None:
+                    return Wrapper(qualname=qualname, verb=inner.verb, commits=inner.commits, entity="self",
+                                   ignored=fn.ignored or inner.ignored, direct=False)
         if verb is None or entity is None:
             return None
         commits = any(
