@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 from typing import Any, Iterable
-from urllib.parse import urlsplit
+import dataclasses
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .base import Delivery, Destinations, PublishResult, Router, RouterError, Subscription
 
@@ -52,18 +53,43 @@ def router_class(url: str) -> type:
         raise RouterError(f"the {scheme!r} router cannot be loaded: {exc}") from exc
 
 
+def split_destination_prefix(url: str) -> tuple[str, str]:
+    """Take the ``destination_prefix`` query parameter out of ``url``; return (url, prefix).
+
+    Every router understands it: ``redis://host/0?destination_prefix=staging_`` puts
+    ``staging_`` before every stream / exchange / subject / topic name, on the
+    publishing and the consuming side alike, so environments sharing a broker
+    stay apart.
+    """
+    parts = urlsplit(url)
+    if "destination_prefix" not in parts.query:
+        return url, ""
+    kept, prefix = [], ""
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "destination_prefix":
+            prefix = value
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+
+
 def open_router(url: str, *, destinations: Destinations | None = None, **options: Any) -> Router:
     """Open the router for ``url``; ``options`` are the router's own (e.g. TLS files)."""
+    url, prefix = split_destination_prefix(url)
+    destinations = destinations or Destinations()
+    if prefix:
+        destinations = dataclasses.replace(destinations, prefix=prefix + destinations.prefix)
     cls = router_class(url)
-    return cls(url, destinations=destinations or Destinations(), **options)
+    return cls(url, destinations=destinations, **options)
 
 
 def open_subscription(
     url: str, *, group: str, destinations: Iterable[str], **options: Any
 ) -> Subscription:
     """Open the consumer side of the router for ``url``, reading ``destinations`` as ``group``."""
+    url, prefix = split_destination_prefix(url)
     cls = router_class(url)
     subscribe = getattr(cls, "subscribe", None)
     if subscribe is None:
         raise RouterError(f"the router for {url!r} has no consumer side")
-    return subscribe(url, group=group, destinations=list(destinations), **options)
+    return subscribe(url, group=group, destinations=[prefix + d for d in destinations], **options)
