@@ -2,7 +2,8 @@
 
     python bench/scan_speed.py [PATH] [--rounds 3]
 
-PATH defaults to the installed SQLAlchemy package. Each round times, over the
+PATH defaults to the installed SQLAlchemy package (a large real codebase with no
+app sessions: nearly no sites); ``--app-copies N`` measures an app-like tree instead. Each round times, over the
 same file list: bare parsing (one process), ``scan`` with one job, and ``scan``
 with two jobs. Reported: lines/s and the ratio of scan to bare parsing (target
 ≥ 0.5 single process), median of the rounds. Peak RSS is printed for the scan.
@@ -37,13 +38,32 @@ def scan(files, jobs):
     return sum(len(r.sites) for r in runner.run(files, options, jobs=jobs))
 
 
+def _app_tree(copies: int) -> str:
+    import shutil
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    target = Path(tempfile.mkdtemp(prefix="strangler-scan-bench-"))
+    for n in range(copies):
+        shutil.copytree(root / "tests" / "codemods" / "corpus", target / f"corpus{n}",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(root / "sample_monolith" / "shop", target / f"shop{n}",
+                        ignore=shutil.ignore_patterns("__pycache__", "migrations"))
+    return str(target)
+
+
 def main() -> None:
     import sqlalchemy
 
     parser = argparse.ArgumentParser()
     parser.add_argument("path", nargs="?", default=str(Path(sqlalchemy.__file__).parent))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--app-copies", type=int, default=0, metavar="N",
+                        help="instead of PATH, N copies of the labelled corpus and the sample shop: "
+                             "an app-like tree dense with sites")
     args = parser.parse_args()
+    if args.app_copies:
+        args.path = _app_tree(args.app_copies)
     files = runner.discover([args.path])
     lines = sum(p.read_bytes().count(b"\n") for p in files)
     print(f"{len(files)} files, {lines} lines under {args.path}")

@@ -71,7 +71,7 @@ class Site:
     function: str | None
     commit_visible: bool
     covered: bool
-    confidence: str  # high | medium | low
+    confidence: str  # high (types resolved) | medium (a receiver known by its name only)
     action: str  # rewrite | covered | decide | capture
     reason: str
     event_type: str | None

@@ -86,3 +86,15 @@ def test_rewrite_refuses_dirty_git_files_unless_forced(tmp_path):
 def test_bad_only_is_a_usage_error(tmp_path):
     write_tree(tmp_path, {"app/code.py": CODE})
     assert invoke("rewrite", str(tmp_path), "--only", "nonsense").exit_code == 2
+
+
+def test_the_docs_describe_every_json_field_and_kind():
+    import dataclasses
+    from pathlib import Path
+
+    from codemods.detect import KINDS, Site
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "codemods.md").read_text()
+    missing = [f.name for f in dataclasses.fields(Site) if f"| `{f.name}` |" not in doc]
+    missing += [kind for kind in KINDS if f"| `{kind}` |" not in doc]
+    assert missing == []
