@@ -181,7 +181,7 @@ def _comment(tw: cst.TrailingWhitespace | None) -> bool:
 @dataclasses.dataclass
 class _Event:
     order: int
-    kind: str  # site | commit | emit | begin | assign
+    kind: str  # site | implicit | commit | emit
     node: cst.CSTNode | None = None
     stmt: cst.CSTNode | None = None
     value: Value | None = None
@@ -196,7 +196,6 @@ class _Scope:
     parent: "_Scope | None"
     ignored: bool
     events: list[_Event] = dataclasses.field(default_factory=list)
-    exprs: dict[str, cst.CSTNode] = dataclasses.field(default_factory=dict)  # name -> last assigned expr
     aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # loop variable -> what it iterates
 
     def lookup(self, name: str) -> tuple[bool, Value | None]:
@@ -220,12 +219,7 @@ class Detector:
         self.order = 0
         self.functions: list[_Scope] = []
         self.emit_name = self._emit_binding()
-        self.wrapper_names = {
-            name
-            for facts in index.modules.values()
-            for cls in facts.classes.values()
-            for name in cls.methods
-        }
+        self.wrapper_names = index.method_names()
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -284,6 +278,10 @@ class Detector:
             return
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
             self._definition(stmt, scope)
+            return
+        if isinstance(stmt, cst.BaseSmallStatement):
+            # A one-line block (`if x: session.add(y)`): found, but no line of its own to insert after.
+            self._small(stmt, None, scope, scope.ignored, in_begin)
             return
         ignored = scope.ignored or _has_ignore(getattr(stmt, "leading_lines", ()))
         if isinstance(stmt, cst.With):
@@ -371,7 +369,7 @@ class Detector:
         )
         self._bind_params(node, fn)
         self.functions.append(fn)
-        self._block(node.body.body if isinstance(node.body, cst.IndentedBlock) else [node.body], fn, False)
+        self._block(node.body.body, fn, False)
 
     def _bind_params(self, node: cst.FunctionDef, fn: _Scope) -> None:
         params = node.params
@@ -399,7 +397,8 @@ class Detector:
 
     # -- simple statements -----------------------------------------------------------------------
 
-    def _small(self, small: cst.CSTNode, line: cst.SimpleStatementLine, scope: _Scope, ignored: bool, in_begin: bool):
+    def _small(self, small: cst.CSTNode, line: cst.SimpleStatementLine | None, scope: _Scope, ignored: bool,
+               in_begin: bool):
         self._calls(small, line, scope, ignored, in_begin, header=False)
         if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
             value_node = small.value
@@ -412,8 +411,6 @@ class Detector:
                     if isinstance(small, cst.AugAssign):
                         continue
                     scope.env[target.value] = value
-                    if value_node is not None:
-                        scope.exprs[target.value] = value_node
                 elif isinstance(target, (cst.Tuple, cst.List)):
                     for element in target.elements:
                         if isinstance(element.value, cst.Name):
@@ -956,16 +953,14 @@ class Detector:
         commits = [e for e in events if e.kind == "commit"]
         emits = [e for e in events if e.kind == "emit"]
         claimed: set[int] = set()
-        explicit_entities = {
-            e.data.get("entity_code") for e in events if e.kind == "site"
-        }
+        for event in events:
+            if event.kind == "site":
+                entity_node = event.data.get("entity_node")
+                event.data["entity_code"] = code_of(entity_node) if entity_node is not None else None
+        explicit_entities = {e.data["entity_code"] for e in events if e.kind == "site"}
         for event in events:
             if event.kind == "site":
                 info = dict(event.data)
-                entity_node = info.get("entity_node")
-                entity_code = code_of(entity_node) if entity_node is not None else None
-                info["entity_code"] = entity_code
-                event.data["entity_code"] = entity_code
                 later = [c for c in commits if c.order > event.order]
                 info["commit_visible"] = bool(later) or info.get("in_begin", False)
                 info["covered_by"] = self._claim(event, info, emits, claimed)

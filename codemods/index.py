@@ -359,11 +359,21 @@ class Index:
         self._tables: dict[str, str] | None = None
         self._wrappers: dict[str, Wrapper | None] = {}
         self._mapped: dict[str, bool] = {}
+        self._method_names: frozenset[str] | None = None
         for facts in modules:
             self.add(facts)
 
     def add(self, facts: ModuleFacts) -> None:
         self.modules[facts.name] = facts
+        self._method_names = None
+
+    def method_names(self) -> frozenset[str]:
+        """Every method name defined by a scanned class: a call by another name is no wrapper call."""
+        if self._method_names is None:
+            self._method_names = frozenset(
+                name for facts in self.modules.values() for cls in facts.classes.values() for name in cls.methods
+            )
+        return self._method_names
 
     # -- names -------------------------------------------------------------------------
 

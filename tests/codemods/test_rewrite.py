@@ -552,3 +552,43 @@ def test_merge_emits_only_when_the_upsert_changed_something_and_add_all_loops(tm
             db.session.commit()
     ''')
     assert [s.action for s in result.sites] == ["rewrite", "rewrite", "decide"]
+
+
+def test_an_explicit_write_of_the_entity_covers_its_attribute_assignments(tmp_path):
+    result = assert_codemod(tmp_path, '''
+        from .models import db, User
+
+
+        def rename(uid, name):
+            user = User.query.get(uid)
+            user.name = name
+            db.session.add(user)
+            db.session.commit()
+    ''', '''
+        from .models import db, User
+        from outbox import emit
+
+
+        def rename(uid, name):
+            user = User.query.get(uid)
+            user.name = name
+            db.session.add(user)
+            emit(db.session, "app.user.updated", user)
+            db.session.commit()
+    ''')
+    assert [s.kind for s in result.sites] == ["session-add"]
+
+
+def test_one_line_blocks_are_found_and_left_to_a_decision(tmp_path):
+    source = '''
+        from .models import db, User
+
+
+        def drop(user: User, really): db.session.delete(user)
+
+
+        def maybe(user: User, really):
+            if really: db.session.delete(user)
+    '''
+    result = assert_codemod(tmp_path, source, source)
+    assert [(s.kind, s.action) for s in result.sites] == [("session-delete", "decide")] * 2
