@@ -31,7 +31,6 @@ class Value:
     key: str | None = None  # stmt / query: code of the primary key value the statement pins
 
 
-UNKNOWN: Value | None = None
 OTHER = Value("other")
 SESSION = Value("session")
 WEAK_SESSION = Value("session", flag=True)

@@ -34,12 +34,17 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def codemod_run(paths: Sequence[str], config: Config, *, rewrite: bool, write: bool, jobs: int,
-                only: Sequence[str]) -> list[runner.FileResult]:
-    """Discover the files under ``paths`` and scan or rewrite them; results in path order."""
+def python_files(paths: Sequence[str], config: Config) -> list[Path]:
+    """The Python files under ``paths``, minus ``codemods.exclude``; a usage error when there are none."""
     files = runner.discover(paths, config.codemods.exclude)
     if not files:
         raise click.UsageError(f"no Python files under {' '.join(paths)}")
+    return files
+
+
+def codemod_run(files: Sequence[Path], config: Config, *, rewrite: bool, write: bool, jobs: int,
+                only: Sequence[str]) -> list[runner.FileResult]:
+    """Scan or rewrite ``files``; results in path order."""
     root = _common_root(files)
     options = runner.Options(
         settings=settings_from(config),

@@ -261,7 +261,7 @@ def trace_command(ctx, event_id, db_url, router_url, inbox_urls, destinations, a
             shown = hop.as_dict()
             latency = "" if hop.latency_seconds is None else f"  +{hop.latency_seconds * 1000:.1f} ms"
             extra = {k: v for k, v in shown.items() if k not in ("step", "at", "where", "latency_seconds") and v not in (None, "")}
-            click.echo(f"  {hop.step:<13} {shown['at'] or '-':<27} {hop.where}{latency}")
+            click.echo(f"  {hop.step:<13} {shown['at'] or '-':<28} {hop.where}{latency}")
             if extra:
                 click.echo("                " + "  ".join(f"{k}={v}" for k, v in extra.items()))
         for note in journey.notes:

@@ -10,7 +10,7 @@ from codemods import runner
 from codemods.detect import KINDS
 
 from ..context import Problems, load
-from .codemod_options import codemod_run
+from .codemod_options import codemod_run, python_files
 
 
 @click.command(name="rewrite")
@@ -53,21 +53,22 @@ def command(ctx: click.Context, paths: tuple[str, ...], mode: str, jobs: int | N
         ctx.find_root().ensure_object(dict)["config_path"] = config_file
     config = load(ctx)
     write = mode == "write"
+    files = python_files(paths, config)
     if write and not force:
-        dirty = runner.dirty_files(runner.discover(paths, config.codemods.exclude))
+        dirty = runner.dirty_files(files)
         if dirty:
             listed = "\n  ".join(dirty[:20])
             raise click.UsageError(
                 f"uncommitted changes in the files to rewrite (commit or stash them, or pass --force):\n  {listed}"
             )
-    results = codemod_run(paths, config, rewrite=True, write=write, jobs=jobs or os.cpu_count() or 1, only=kinds)
+    results = codemod_run(files, config, rewrite=True, write=write, jobs=jobs or os.cpu_count() or 1, only=kinds)
     for result in results:
         if result.diff:
             click.echo(result.diff, nl=False)
     changed = [r for r in results if r.changed]
     decide = [(r, s) for r in results for s in r.sites if s.action == "decide" and (not kinds or s.kind in kinds)]
     skipped = [r for r in results if r.status == "skipped"]
-    for result, site in decide:
+    for _, site in decide:
         click.echo(f"needs a decision: {site.path}:{site.line}:{site.column} {site.kind}: {site.reason}", err=True)
     for result in skipped:
         click.echo(f"skipped {result.path}:{result.line}: {result.reason}", err=True)

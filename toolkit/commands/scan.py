@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
 from ..context import Problems, load
-from .codemod_options import codemod_run
+from .codemod_options import codemod_run, python_files
 
 
 @click.command(name="scan")
@@ -41,14 +40,13 @@ def command(ctx: click.Context, paths: tuple[str, ...], fmt: str, as_json: bool,
     if config_file:
         ctx.find_root().ensure_object(dict)["config_path"] = config_file
     config = load(ctx)
-    results = codemod_run(paths, config, rewrite=False, write=False, jobs=jobs or os.cpu_count() or 1,
-                          only=())
+    results = codemod_run(python_files(paths, config), config, rewrite=False, write=False,
+                          jobs=jobs or os.cpu_count() or 1, only=())
     fmt = "json" if as_json else fmt
     render = {"text": report.to_text, "json": report.to_json, "sarif": report.to_sarif}[fmt]
     click.echo(render(results), nl=fmt != "text")
     open_sites = sum(1 for r in results for s in r.sites if s.action in ("rewrite", "decide"))
     skipped = sum(1 for r in results if r.status == "skipped")
     if open_sites or skipped:
-        sys.stdout.flush()
         raise Problems(f"{open_sites} state changes without an emit, {skipped} files skipped")
 
