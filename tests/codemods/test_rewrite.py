@@ -317,6 +317,16 @@ def test_sql_where_on_the_primary_key_becomes_the_events_key(tmp_path):
             conn.commit()
     ''', "autocommit"),
     ('''
+        import psycopg2
+
+
+        def purge():
+            conn = psycopg2.connect("dbname=shop")
+            conn.autocommit = True
+            cur = conn.cursor()
+            cur.execute("DELETE FROM orders")
+    ''', "autocommit"),
+    ('''
         def purge(cur):
             cur.execute("DELETE FROM orders")
     ''', "no commit"),
