@@ -165,7 +165,8 @@ class Watch:
         self.started = clock()
         self.alerts_raised = 0
         self.observed = 0
-        self._by_type: dict[str, tuple[list, bool]] = {}
+        self._by_type: dict[str, list[Rule]] = {}
+        self._keys_checked: dict[str, float] = {}
         self._rate = {r.name: _Window() for r in self.rules if isinstance(r, RateRule)}
         self._burst: dict[str, dict[str, _Window]] = {r.name: {} for r in self.rules if isinstance(r, BurstRule)}
         self._burst_sweep: dict[str, float] = {}
@@ -189,18 +190,17 @@ class Watch:
 
     # -- per event ---------------------------------------------------------------------------
 
-    def _rules_for(self, event_type: str) -> tuple[list, bool]:
+    def _rules_for(self, event_type: str) -> list[Rule]:
         found = self._by_type.get(event_type)
         if found is None:
-            matching = [
+            if len(self._by_type) > 10000:  # types are few; a flood of random types must not grow this
+                self._by_type.clear()
+            found = self._by_type[event_type] = [
                 r
                 for r in self.rules
                 if isinstance(r, (RateRule, BurstRule, SourceRule, KeyRule))
                 and (isinstance(r, KeyRule) or fnmatch.fnmatchcase(event_type, r.type))
             ]
-            found = self._by_type[event_type] = (matching, any(isinstance(r, KeyRule) for r in matching))
-            if len(self._by_type) > 10000:  # types are few; a flood of random types must not grow this
-                self._by_type.clear()
         return found
 
     def observe(self, obs: Observation) -> list[Alert]:
@@ -208,8 +208,7 @@ class Watch:
         now = self.clock()
         self.observed += 1
         alerts: list[Alert] = []
-        rules, _ = self._rules_for(obs.type)
-        for rule in rules:
+        for rule in self._rules_for(obs.type):
             if isinstance(rule, RateRule):
                 self._check_rate(rule, obs, now, alerts)
             elif isinstance(rule, BurstRule):
@@ -345,7 +344,9 @@ class Watch:
         if not obs.recipients and not obs.producer_kid:
             return
         ring = self._keyrings[rule.name]
-        ring.reload_if_changed()
+        if now - self._keys_checked.get(rule.name, 0.0) >= 1.0:  # a rotation shows within a second
+            self._keys_checked[rule.name] = now
+            ring.reload_if_changed()
         named = [("recipient", kid) for kid in obs.recipients]
         if obs.producer_kid:
             named.append(("producer", obs.producer_kid))
