@@ -87,6 +87,10 @@ def envelope_of(headers: dict[str, str] | None, data: bytes) -> Envelope:
     return Envelope.from_attributes(attrs, data)
 
 
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback: the router reports errors through its results instead."""
+
+
 class _Client:
     """One NATS connection with JetStream, (re)connected on demand on the private loop."""
 
@@ -103,7 +107,11 @@ class _Client:
             return self.js
         if self.nc is not None:
             await self._close()
-        kwargs: dict[str, Any] = {"servers": [self.server], "connect_timeout": 3, "allow_reconnect": False}
+        kwargs: dict[str, Any] = {
+            "servers": [self.server], "connect_timeout": 3, "allow_reconnect": False,
+            # One try: the relay's own backoff decides when to try again.
+            "max_reconnect_attempts": 1, "reconnect_time_wait": 0, "error_cb": _quiet,
+        }
         if self.tls is not None:
             kwargs["tls"] = self.tls
         self.nc = await self.nats.connect(**kwargs)

@@ -1,0 +1,89 @@
+"""The Redis Streams router against the Redis on this machine: the conformance suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from outbox.testing.conformance import RouterConformance
+from outbox.testing.services import require_module, service_url
+from tests.outbox.routers_helpers import sdk_from_headers
+
+
+class TestRedisRouter(RouterConformance):
+    @pytest.fixture
+    def router_url(self):
+        require_module("redis", "redis")
+        return service_url("redis")
+
+    @pytest.fixture
+    def unreachable_url(self):
+        return "redis://127.0.0.1:1/0"
+
+    def read_published(self, router_url, destination, count):
+        import redis
+
+        client = redis.Redis.from_url(router_url)
+        try:
+            entries = client.xrange(destination, count=count)
+        finally:
+            client.close()
+        events = []
+        for _, fields in entries:
+            fields = {k.decode(): v for k, v in fields.items()}
+            attrs = {k[3:]: v.decode() for k, v in fields.items() if k.startswith("ce_")}
+            events.append(sdk_from_headers(attrs, attrs.get("datacontenttype"), fields["data"]))
+        return events
+
+    def cleanup(self, router_url, prefix):
+        import redis
+
+        client = redis.Redis.from_url(router_url)
+        try:
+            for key in client.scan_iter(match=f"{prefix}*"):
+                client.delete(key)
+        finally:
+            client.close()
+
+
+def test_maxlen_trims_the_stream():
+    import uuid
+
+    from outbox.routers import Destinations, open_router
+    from outbox.testing.conformance import make_event
+
+    url = service_url("redis")
+    prefix = f"c{uuid.uuid4().hex[:10]}-"
+    router = open_router(url, destinations=Destinations(prefix=prefix), maxlen=10)
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(5):
+            assert all(r.ok for r in router.publish([make_event(key=str(n)) for n in range(200)]))
+        assert client.xlen(prefix + "order") < 1000
+    finally:
+        router.close()
+        client.delete(prefix + "order")
+        client.close()
+
+
+def test_a_wrongtype_key_is_a_permanent_failure():
+    import uuid
+
+    import redis
+
+    from outbox.routers import Destinations, open_router
+    from outbox.testing.conformance import make_event
+
+    url = service_url("redis")
+    prefix = f"c{uuid.uuid4().hex[:10]}-"
+    client = redis.Redis.from_url(url)
+    client.set(prefix + "order", "not a stream")
+    router = open_router(url, destinations=Destinations(prefix=prefix))
+    try:
+        [result] = router.publish([make_event()])
+        assert not result.ok and result.permanent and "WRONGTYPE" in result.error
+    finally:
+        router.close()
+        client.delete(prefix + "order")
+        client.close()
