@@ -25,13 +25,11 @@ import os
 import socket
 import uuid
 
-from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection
 
-from .table import PARTITIONS, UTCDateTime, get_lease_table
-
-_relay_tables: dict[str, Table] = {}
-
+from .table import PARTITIONS, get_lease_table, get_outbox_table
 
 def new_owner_id() -> str:
     """Return a relay identity: host, pid and a random suffix (unique across restarts)."""
@@ -40,18 +38,7 @@ def new_owner_id() -> str:
 
 def get_relay_table(outbox_name: str) -> Table:
     """Return the relay membership table ``<outbox>_relays`` (created by revision strangler_0002)."""
-    table = _relay_tables.get(outbox_name)
-    if table is None:
-        name = f"{outbox_name}_relays"
-        table = Table(
-            name,
-            MetaData(),
-            Column("owner", String(128), nullable=False),
-            Column("heartbeat_at", UTCDateTime(), nullable=False),
-            PrimaryKeyConstraint("owner", name=f"pk_{name}"),
-        )
-        _relay_tables[outbox_name] = table
-    return table
+    return get_outbox_table(outbox_name).metadata.tables[f"{outbox_name}_relays"]
 
 
 def supports_skip_locked(conn: Connection) -> bool:
@@ -92,9 +79,18 @@ class Leases:
         self.lease_seconds = lease_seconds
         self.state = LeaseState()
 
-    def ensure_tables(self, conn: Connection) -> None:
-        """Create the membership table if the schema came from ``create_all`` rather than migrations."""
-        self.relays.create(conn, checkfirst=True)
+    def ensure_tables(self, engine) -> None:
+        """Create the membership table and the partition rows if the schema came from ``create_all``."""
+        with engine.begin() as conn:
+            self.relays.create(conn, checkfirst=True)
+            present = set(conn.execute(select(self.table.c.lease_partition)).scalars())
+        missing = [p for p in range(PARTITIONS) if p not in present]
+        if missing:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(insert(self.table), [{"lease_partition": p, "fence": 0} for p in missing])
+            except IntegrityError:  # another relay seeded them first
+                pass
 
     def refresh(self, conn: Connection, now: dt.datetime, *, in_flight: set[int] = frozenset()) -> list[int]:
         """Heartbeat, renew what is held, rebalance; return partitions newly taken.

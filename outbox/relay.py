@@ -261,8 +261,7 @@ class Relay:
     # -- steps run on the database worker ----------------------------------------------------
 
     def _start(self) -> None:
-        with self.engine.begin() as conn:
-            self.leases.ensure_tables(conn)
+        self.leases.ensure_tables(self.engine)
         self._refresh()
 
     def _refresh(self) -> None:

@@ -116,6 +116,8 @@ def build_outbox_table(metadata: MetaData, name: str = DEFAULT_TABLE_NAME) -> Ta
         Index(f"ix_{name}_pending", "published_at", "lease_partition", "position"),
         # Head-of-line checks and `events trace`: one aggregate's rows in order.
         Index(f"ix_{name}_aggregate", "aggregatetype", "aggregateid", "position"),
+        # The relay's claim: unpublished rows in position order, whatever partitions it holds (0002).
+        Index(f"ix_{name}_claim", "published_at", "position", "lease_partition"),
     )
 
 
@@ -138,9 +140,26 @@ def build_lease_table(metadata: MetaData, outbox_name: str = DEFAULT_TABLE_NAME)
     )
 
 
+def build_relay_table(metadata: MetaData, outbox_name: str = DEFAULT_TABLE_NAME) -> Table:
+    """Define ``<outbox>_relays``: one row per running relay and its last heartbeat (revision 0002).
+
+    The live relays split the lease partitions fairly; a relay that just
+    started holds no partition yet, so the lease table alone cannot show it.
+    """
+    name = f"{outbox_name}_relays"
+    return Table(
+        name,
+        metadata,
+        Column("owner", String(128), nullable=False),
+        Column("heartbeat_at", UTCDateTime(), nullable=False),
+        PrimaryKeyConstraint("owner", name=f"pk_{name}"),
+    )
+
+
 metadata = MetaData()
 outbox_table = build_outbox_table(metadata)
 lease_table = build_lease_table(metadata)
+relay_table = build_relay_table(metadata)
 
 _tables: dict[str, Table] = {DEFAULT_TABLE_NAME: outbox_table}
 
@@ -152,6 +171,7 @@ def get_outbox_table(name: str = DEFAULT_TABLE_NAME) -> Table:
         own = MetaData()
         table = build_outbox_table(own, name)
         build_lease_table(own, name)
+        build_relay_table(own, name)
         _tables[name] = table
     return table
 
@@ -172,6 +192,7 @@ def attach_to(target: MetaData, name: str = DEFAULT_TABLE_NAME) -> Table:
         return target.tables[name]
     table = build_outbox_table(target, name)
     build_lease_table(target, name)
+    build_relay_table(target, name)
     return table
 
 
@@ -190,7 +211,7 @@ def create_with(target: MetaData, name: str = DEFAULT_TABLE_NAME) -> Table:
     if target.info.get(_CREATED_WITH) == name:
         return outbox
     target.info[_CREATED_WITH] = name
-    tables = [outbox, get_lease_table(name)]
+    tables = [outbox, get_lease_table(name), outbox.metadata.tables[f"{name}_relays"]]
 
     def create(metadata: MetaData, connection, **kw) -> None:
         outbox.metadata.create_all(connection, tables=tables, checkfirst=True)
