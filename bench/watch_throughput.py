@@ -38,7 +38,10 @@ from outbox.routers import Destinations, open_router
 from outbox.watch import Observation, Watch, parse_rules
 from outbox.watch.run import run_watch
 
-POLICY = {"readers": {"shop.order.*": ["billing", "shipping"], "shop.customer.*": ["crm"]}, "trust": {"billing": ["shop"]}}
+POLICY = {
+    "readers": {"shop.order.*": ["billing", "shipping"], "shop.customer.*": ["crm"]},
+    "trust": {"billing": ["shop"]},
+}
 
 RULES = """
 [[rule]]
@@ -90,7 +93,13 @@ def fill(db_url: str, n: int) -> None:
     for start in range(0, n, 500):
         with engine.begin() as conn:
             for i in range(start, min(n, start + 500)):
-                emit(conn, "shop.order.created", aggregate="order", key=i % 5000, data={"id": i, "total": "19.90"})
+                emit(
+                    conn,
+                    "shop.order.created",
+                    aggregate="order",
+                    key=i % 5000,
+                    data={"id": i, "total": "19.90"},
+                )
     engine.dispose()
 
 
@@ -138,21 +147,32 @@ def engine_rate(rules, envelopes, *, parse: bool) -> float:
 def watch_rate(rules, router_url: str, n: int, group: str, destination: str = "order") -> float:
     watch = Watch(rules)
     started = time.perf_counter()
-    seen = run_watch(watch, router_url, [destination], group=group, once=True, poll=0.05, batch=1000)
+    seen = run_watch(
+        watch, router_url, [destination], group=group, once=True, poll=0.05, batch=1000
+    )
     elapsed = time.perf_counter() - started
     assert seen == n, seen
     return n / elapsed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--db", default=None, help="database URL (default: a SQLite file)")
-    parser.add_argument("--redis", default=None, help="also measure relay and watch over this Redis")
+    parser.add_argument(
+        "--redis", default=None, help="also measure relay and watch over this Redis"
+    )
     args = parser.parse_args()
 
-    results: dict[str, list[float]] = {"relay": [], "engine": [], "engine+parse": [], "watch (file)": []}
+    results: dict[str, list[float]] = {
+        "relay": [],
+        "engine": [],
+        "engine+parse": [],
+        "watch (file)": [],
+    }
     if args.redis:
         results.update({"relay (redis)": [], "watch (redis)": []})
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +192,9 @@ def main() -> None:
             os.sched_setaffinity(0, {min(all_cpus)})  # the watch on one core
             results["engine"].append(engine_rate(rules, envelopes, parse=False))
             results["engine+parse"].append(engine_rate(rules, envelopes, parse=True))
-            results["watch (file)"].append(watch_rate(rules, router_url, args.events, f"bench-watch-{round_}"))
+            results["watch (file)"].append(
+                watch_rate(rules, router_url, args.events, f"bench-watch-{round_}")
+            )
             os.sched_setaffinity(0, all_cpus)
             if args.redis:
                 import redis
@@ -180,7 +202,9 @@ def main() -> None:
                 prefix = f"bench-{uuid.uuid4().hex[:8]}-"
                 fill(db_url, args.events)
                 try:
-                    results["relay (redis)"].append(relay_rate(db_url, args.redis, args.events, prefix))
+                    results["relay (redis)"].append(
+                        relay_rate(db_url, args.redis, args.events, prefix)
+                    )
                     os.sched_setaffinity(0, {min(all_cpus)})
                     results["watch (redis)"].append(
                         watch_rate(rules, args.redis, args.events, "bench-watch", prefix + "order")
@@ -191,7 +215,9 @@ def main() -> None:
                     client.delete(prefix + "order")
                     client.close()
     relay = statistics.median(results["relay"])
-    print(f"{args.events} events x {args.rounds} rounds, {dt.datetime.now():%Y-%m-%d %H:%M}, db {db_url.split(':')[0]}")
+    print(
+        f"{args.events} events x {args.rounds} rounds, {dt.datetime.now():%Y-%m-%d %H:%M}, db {db_url.split(':')[0]}"
+    )
     print(f"{'variant':<14} {'events/s':>10} {'x relay':>8}")
     for name, rates in results.items():
         rate = statistics.median(rates)

@@ -49,7 +49,9 @@ class Hop:
             "step": self.step,
             "at": format_time(self.at) if self.at else None,
             "where": self.where,
-            "latency_seconds": None if self.latency_seconds is None else round(self.latency_seconds, 6),
+            "latency_seconds": None
+            if self.latency_seconds is None
+            else round(self.latency_seconds, 6),
             **self.details,
         }
 
@@ -133,13 +135,17 @@ def trace_event(
                 Hop("published", published_at, "relay", relay, _seconds(emitted_at, published_at))
             )
         elif row.get("dead_at") is not None:
-            journey.hops.append(Hop("dead", row["dead_at"], "relay", relay, _seconds(emitted_at, row["dead_at"])))
+            journey.hops.append(
+                Hop("dead", row["dead_at"], "relay", relay, _seconds(emitted_at, row["dead_at"]))
+            )
             journey.notes.append(
                 f"the relay gave up after {row.get('attempts')} attempts; fix the cause, then "
                 f"'strangler outbox retry {event_id}'"
             )
         else:
-            relay["available_at"] = format_time(row["available_at"]) if row.get("available_at") else None
+            relay["available_at"] = (
+                format_time(row["available_at"]) if row.get("available_at") else None
+            )
             journey.hops.append(Hop("pending", None, "relay", relay))
             journey.notes.append("not published yet: is a relay running against this database?")
     elif db_url:
@@ -152,13 +158,17 @@ def trace_event(
         wanted = list(destinations) or ([_default_destination(row)] if row is not None else [])
         found = _on_broker(router_url, event_id, wanted)
         if found is None:
-            journey.notes.append(f"not found on {router_url} (destinations searched: {', '.join(wanted) or 'all'})")
+            journey.notes.append(
+                f"not found on {router_url} (destinations searched: {', '.join(wanted) or 'all'})"
+            )
         else:
             journey.found = True
             at, where, details, groups = found
             if journey.type is None:
                 journey.type = details.get("type")
-            journey.hops.append(Hop("on-broker", at, where, details, _seconds(published_at or emitted_at, at)))
+            journey.hops.append(
+                Hop("on-broker", at, where, details, _seconds(published_at or emitted_at, at))
+            )
             for group in groups:
                 journey.hops.append(Hop("delivered", None, where, {"group": group}))
 
@@ -209,7 +219,9 @@ def _outbox_row(db_url: str, event_id: str, table_name: str) -> dict[str, Any] |
                 )
             found = conn.execute(select(table).where(table.c.id == event_id)).first()
     except SQLAlchemyError as exc:
-        raise TraceError(f"cannot read {table_name} in {_redact(db_url)}: {exc.__class__.__name__}: {exc}") from None
+        raise TraceError(
+            f"cannot read {table_name} in {_redact(db_url)}: {exc.__class__.__name__}: {exc}"
+        ) from None
     finally:
         engine.dispose()
     return dict(found._mapping) if found is not None else None
@@ -228,9 +240,13 @@ def _inbox_hops(url: str, event_id: str) -> list[Hop]:
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
             if inbox_table.name not in tables:
-                raise TraceError(f"{where} has no {inbox_table.name} table: is it a service database with the inbox?")
+                raise TraceError(
+                    f"{where} has no {inbox_table.name} table: is it a service database with the inbox?"
+                )
             for row in conn.execute(
-                select(inbox_table).where(inbox_table.c.event_id == event_id).order_by(inbox_table.c.handled_at)
+                select(inbox_table)
+                .where(inbox_table.c.event_id == event_id)
+                .order_by(inbox_table.c.handled_at)
             ):
                 m = row._mapping
                 hops.append(
@@ -254,7 +270,12 @@ def _inbox_hops(url: str, event_id: str) -> list[Hop]:
                     m = row._mapping
                     # A handler failure also has an inbox row ("dead"): add the reason to it.
                     twin = next(
-                        (h for h in hops if h.details.get("service") == m["consumer"] and h.step == "dead-lettered"),
+                        (
+                            h
+                            for h in hops
+                            if h.details.get("service") == m["consumer"]
+                            and h.step == "dead-lettered"
+                        ),
                         None,
                     )
                     if twin is not None:
@@ -265,11 +286,18 @@ def _inbox_hops(url: str, event_id: str) -> list[Hop]:
                                 "dead-lettered",
                                 m["received_at"],
                                 f"{m['consumer']} ({where})",
-                                {"service": m["consumer"], "reason": m["reason"], "error": m["error"], "type": m["type"]},
+                                {
+                                    "service": m["consumer"],
+                                    "reason": m["reason"],
+                                    "error": m["error"],
+                                    "type": m["type"],
+                                },
                             )
                         )
     except SQLAlchemyError as exc:
-        raise TraceError(f"cannot read the inbox in {where}: {exc.__class__.__name__}: {exc}") from None
+        raise TraceError(
+            f"cannot read the inbox in {where}: {exc.__class__.__name__}: {exc}"
+        ) from None
     finally:
         engine.dispose()
     return hops
@@ -335,7 +363,9 @@ def _on_redis(router_url: str, event_id: str, destinations: list[str]):
     try:
         import redis
     except ImportError:
-        raise TraceError("tracing on redis:// needs the redis client: pip install 'strangler[redis]'") from None
+        raise TraceError(
+            "tracing on redis:// needs the redis client: pip install 'strangler[redis]'"
+        ) from None
     client = redis.Redis.from_url(router_url)
     try:
         streams = destinations or sorted(

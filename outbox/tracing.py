@@ -60,7 +60,9 @@ def current_trace_context() -> tuple[str | None, str | None]:
     return _format(trace.get_current_span().get_span_context())
 
 
-def create_context(event_id: str, event_type: str, destination: str | None) -> tuple[str | None, str | None]:
+def create_context(
+    event_id: str, event_type: str, destination: str | None
+) -> tuple[str | None, str | None]:
     """Record the ``create`` span of one event and return its ``(traceparent, tracestate)``.
 
     The span is a child of the caller's active span and ends at once: the
@@ -107,14 +109,21 @@ def system_of(router: Any) -> str:
     """Return the ``messaging.system`` of a router object or URL."""
     if isinstance(router, str):
         scheme = router.split("://", 1)[0]
-        return SYSTEMS.get(scheme) or SYSTEMS.get(scheme[:-1]) or scheme or "strangler"  # rediss, amqps, mqtts
+        return (
+            SYSTEMS.get(scheme) or SYSTEMS.get(scheme[:-1]) or scheme or "strangler"
+        )  # rediss, amqps, mqtts
     module = type(router).__module__.rsplit(".", 1)[-1]
     return SYSTEMS.get(module, module)
 
 
 @contextlib.contextmanager
-def send_span(envelopes: Sequence[Any], *, router: Any = None, system: str | None = None,
-              destination: str | None = None) -> Iterator[Any]:
+def send_span(
+    envelopes: Sequence[Any],
+    *,
+    router: Any = None,
+    system: str | None = None,
+    destination: str | None = None,
+) -> Iterator[Any]:
     """Run the publish of ``envelopes`` inside one ``send`` span linked to each event's creation context.
 
     ``router`` (the router object) gives ``messaging.system`` and, when every
@@ -155,14 +164,20 @@ def send_span(envelopes: Sequence[Any], *, router: Any = None, system: str | Non
 
 
 @contextlib.contextmanager
-def process_span(envelope: Any, *, destination: str, group: str, system: str = "strangler") -> Iterator[Any]:
+def process_span(
+    envelope: Any, *, destination: str, group: str, system: str = "strangler"
+) -> Iterator[Any]:
     """Run the handling of one event inside a ``process`` span continuing the event's creation context."""
     trace = _trace()
     if trace is None:
         yield None
         return
     parent = parse_context(envelope.traceparent, envelope.tracestate)
-    links = [trace.Link(trace.get_current_span(parent).get_span_context())] if parent is not None else []
+    links = (
+        [trace.Link(trace.get_current_span(parent).get_span_context())]
+        if parent is not None
+        else []
+    )
     attributes = {
         "messaging.system": system,
         "messaging.operation.type": "process",
@@ -175,7 +190,11 @@ def process_span(envelope: Any, *, destination: str, group: str, system: str = "
         "cloudevents.event_source": envelope.source,
     }
     with trace.get_tracer(_TRACER_NAME).start_as_current_span(
-        f"process {destination}", context=parent, kind=trace.SpanKind.CONSUMER, links=links, attributes=attributes
+        f"process {destination}",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
+        links=links,
+        attributes=attributes,
     ) as span:
         yield span
 

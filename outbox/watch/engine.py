@@ -44,7 +44,9 @@ class Observation:
     producer_kid: str | None = None
 
     @classmethod
-    def of(cls, envelope: Envelope, destination: str, producer_kid: str | None = None) -> "Observation":
+    def of(
+        cls, envelope: Envelope, destination: str, producer_kid: str | None = None
+    ) -> "Observation":
         """Return the observation of a received envelope; recipient kids come from the JWE's clear header."""
         return cls(
             id=envelope.id,
@@ -53,7 +55,9 @@ class Observation:
             subject=envelope.subject,
             destination=destination,
             time=envelope.time,
-            recipients=recipient_kids(envelope) if envelope.datacontenttype == JOSE_CONTENT_TYPE else (),
+            recipients=recipient_kids(envelope)
+            if envelope.datacontenttype == JOSE_CONTENT_TYPE
+            else (),
             producer_kid=producer_kid,
         )
 
@@ -168,7 +172,9 @@ class Watch:
         self._by_type: dict[str, list[Rule]] = {}
         self._keys_checked: dict[str, float] = {}
         self._rate = {r.name: _Window() for r in self.rules if isinstance(r, RateRule)}
-        self._burst: dict[str, dict[str, _Window]] = {r.name: {} for r in self.rules if isinstance(r, BurstRule)}
+        self._burst: dict[str, dict[str, _Window]] = {
+            r.name: {} for r in self.rules if isinstance(r, BurstRule)
+        }
         self._burst_sweep: dict[str, float] = {}
         self._repeat: dict[tuple, float] = {}
         self._keyrings: dict[str, Any] = {}
@@ -193,7 +199,9 @@ class Watch:
     def _rules_for(self, event_type: str) -> list[Rule]:
         found = self._by_type.get(event_type)
         if found is None:
-            if len(self._by_type) > 10000:  # types are few; a flood of random types must not grow this
+            if (
+                len(self._by_type) > 10000
+            ):  # types are few; a flood of random types must not grow this
                 self._by_type.clear()
             found = self._by_type[event_type] = [
                 r
@@ -229,11 +237,15 @@ class Watch:
                 first.append(obs.id)
         return self._emit(alerts)
 
-    def observe_envelope(self, envelope: Envelope, destination: str, producer_kid: str | None = None) -> list[Alert]:
+    def observe_envelope(
+        self, envelope: Envelope, destination: str, producer_kid: str | None = None
+    ) -> list[Alert]:
         """Observe a received envelope (see ``Observation.of``)."""
         return self.observe(Observation.of(envelope, destination, producer_kid))
 
-    def _check_rate(self, rule: RateRule, obs: Observation, now: float, alerts: list[Alert]) -> None:
+    def _check_rate(
+        self, rule: RateRule, obs: Observation, now: float, alerts: list[Alert]
+    ) -> None:
         window = self._rate[rule.name]
         count = window.add(now, obs.id, rule.window)
         if count <= rule.max:
@@ -242,15 +254,20 @@ class Watch:
             window.firing = True
             alerts.append(
                 self._windowed(
-                    rule, window, now,
+                    rule,
+                    window,
+                    now,
                     f"{count} events of type {rule.type} in {_span(rule.window)}, more than the {rule.max} allowed",
-                    rule.look_at or f"who or what issued these {rule.type} events: the producer's requests and logs "
+                    rule.look_at
+                    or f"who or what issued these {rule.type} events: the producer's requests and logs "
                     "in this window, and the aggregates they name ('strangler events trace ID' follows one)",
                     {"type": obs.type, "max": rule.max},
                 )
             )
 
-    def _check_burst(self, rule: BurstRule, obs: Observation, now: float, alerts: list[Alert]) -> None:
+    def _check_burst(
+        self, rule: BurstRule, obs: Observation, now: float, alerts: list[Alert]
+    ) -> None:
         subjects = self._burst[rule.name]
         key = f"{obs.type.rsplit('.', 1)[0]}\x1f{obs.subject}"
         window = subjects.get(key)
@@ -263,9 +280,12 @@ class Watch:
             window.firing = True
             alerts.append(
                 self._windowed(
-                    rule, window, now,
+                    rule,
+                    window,
+                    now,
                     f"subject {obs.subject!r} had {count} events in {_span(rule.window)}, more than the {rule.max} allowed",
-                    rule.look_at or f"why one aggregate ({obs.subject}) changes this often: a loop, a retry storm or a "
+                    rule.look_at
+                    or f"why one aggregate ({obs.subject}) changes this often: a loop, a retry storm or a "
                     "script hitting it; trace the evidence ids",
                     {"subject": obs.subject, "type": obs.type, "max": rule.max},
                 )
@@ -277,7 +297,9 @@ class Watch:
             for stale in [k for k, w in subjects.items() if w.items[-1][0] <= horizon]:
                 del subjects[stale]
 
-    def _windowed(self, rule, window: _Window, now: float, summary: str, look_at: str, details: dict) -> Alert:
+    def _windowed(
+        self, rule, window: _Window, now: float, summary: str, look_at: str, details: dict
+    ) -> Alert:
         ids = [event_id for _, event_id in window.items]
         return Alert(
             rule=rule.name,
@@ -300,7 +322,9 @@ class Watch:
         self._repeat[key] = now
         return True
 
-    def _single(self, rule, obs_ids: list[str], now: float, summary: str, look_at: str, details: dict) -> Alert:
+    def _single(
+        self, rule, obs_ids: list[str], now: float, summary: str, look_at: str, details: dict
+    ) -> Alert:
         return Alert(
             rule=rule.name,
             kind=rule.kind,
@@ -314,12 +338,16 @@ class Watch:
             details=details,
         )
 
-    def _check_source(self, rule: SourceRule, obs: Observation, now: float, alerts: list[Alert]) -> None:
+    def _check_source(
+        self, rule: SourceRule, obs: Observation, now: float, alerts: list[Alert]
+    ) -> None:
         if rule.sources and not any(fnmatch.fnmatchcase(obs.source, s) for s in rule.sources):
             if self._once((rule.name, "source", obs.type, obs.source), rule.repeat, now):
                 alerts.append(
                     self._single(
-                        rule, [obs.id], now,
+                        rule,
+                        [obs.id],
+                        now,
                         f"{obs.type} from source {obs.source!r}, expected {', '.join(rule.sources)}",
                         f"who writes to {obs.destination or 'this destination'} as {obs.source!r}: a producer "
                         "deployed with the wrong source, or a forged producer with broker credentials",
@@ -329,14 +357,22 @@ class Watch:
         if rule.producers and obs.producer_kid:
             name = obs.producer_kid.rsplit("-", 1)[0]
             if obs.producer_kid not in rule.producers and name not in rule.producers:
-                if self._once((rule.name, "producer", obs.type, obs.producer_kid), rule.repeat, now):
+                if self._once(
+                    (rule.name, "producer", obs.type, obs.producer_kid), rule.repeat, now
+                ):
                     alerts.append(
                         self._single(
-                            rule, [obs.id], now,
+                            rule,
+                            [obs.id],
+                            now,
                             f"{obs.type} signed by {obs.producer_kid!r}, expected {', '.join(rule.producers)}",
                             f"where the signing key {obs.producer_kid} lives and who holds it; a consumer that "
                             "trusts it accepts these events",
-                            {"type": obs.type, "producer_kid": obs.producer_kid, "source": obs.source},
+                            {
+                                "type": obs.type,
+                                "producer_kid": obs.producer_kid,
+                                "source": obs.source,
+                            },
                         )
                     )
 
@@ -354,11 +390,11 @@ class Watch:
             info = ring.get(kid)
             if info is None:
                 problem = "unknown"
-                look_at = (
-                    f"{role} key {kid} is not in {rule.keys_dir}: "
-                    + ("the event is encrypted to a reader outside the key folder (a forged producer, or a "
-                       "tampered key folder at the producer)" if role == "recipient" else
-                       "a producer signing with a key nobody published (forged, or a key folder not synced)")
+                look_at = f"{role} key {kid} is not in {rule.keys_dir}: " + (
+                    "the event is encrypted to a reader outside the key folder (a forged producer, or a "
+                    "tampered key folder at the producer)"
+                    if role == "recipient"
+                    else "a producer signing with a key nobody published (forged, or a key folder not synced)"
                 )
             elif info.retired and _after(obs.time, info.retired, rule.grace):
                 problem = "retired"
@@ -371,10 +407,18 @@ class Watch:
             if self._once((rule.name, problem, role, kid), rule.repeat, now):
                 alerts.append(
                     self._single(
-                        rule, [obs.id], now,
+                        rule,
+                        [obs.id],
+                        now,
                         f"{obs.type} names {problem} {role} key {kid}",
                         look_at,
-                        {"key": kid, "role": role, "problem": problem, "type": obs.type, "source": obs.source},
+                        {
+                            "key": kid,
+                            "role": role,
+                            "problem": problem,
+                            "type": obs.type,
+                            "source": obs.source,
+                        },
                     )
                 )
 
@@ -405,29 +449,42 @@ class Watch:
                 alerts.extend(self._check_groups(rule, groups, now))
         return self._emit(alerts)
 
-    def _check_groups(self, rule: GroupRule, groups: Mapping[str, Iterable[str]], now: float) -> list[Alert]:
+    def _check_groups(
+        self, rule: GroupRule, groups: Mapping[str, Iterable[str]], now: float
+    ) -> list[Alert]:
         policy = self._policies[rule.name]
         alerts = []
         for destination, names in groups.items():
             types = self._types_on.get(destination, {})
             for group in names:
-                if group in self.own_groups or any(fnmatch.fnmatchcase(group, p) for p in rule.ignore):
+                if group in self.own_groups or any(
+                    fnmatch.fnmatchcase(group, p) for p in rule.ignore
+                ):
                     continue
                 for event_type, ids in types.items():
                     readers = policy.readers_for(event_type)
                     if group in readers or (not readers and policy.plaintext_allowed(event_type)):
                         continue
-                    if not self._once((rule.name, group, destination, event_type), rule.repeat, now):
+                    if not self._once(
+                        (rule.name, group, destination, event_type), rule.repeat, now
+                    ):
                         continue
                     given = ", ".join(readers) or "no service"
                     alerts.append(
                         self._single(
-                            rule, list(ids), now,
+                            rule,
+                            list(ids),
+                            now,
                             f"consumer group {group!r} reads {destination}, which carries {event_type}; "
                             f"the policy gives that type to {given}",
                             f"who created group {group} on {destination}: remove it, or add the service to "
                             f"[readers] for {event_type} in {rule.policy}",
-                            {"group": group, "destination": destination, "type": event_type, "readers": list(readers)},
+                            {
+                                "group": group,
+                                "destination": destination,
+                                "type": event_type,
+                                "readers": list(readers),
+                            },
                         )
                     )
         return alerts
@@ -450,11 +507,16 @@ class Watch:
             self._reported.update(missing)
             alerts.append(
                 Alert(
-                    rule=rule.name, kind=rule.kind,
+                    rule=rule.name,
+                    kind=rule.kind,
                     summary=f"{len(missing)} events the outbox marked published are not on the broker",
-                    window_seconds=rule.window, window_start=start, window_end=end,
-                    evidence=missing[:MAX_EVIDENCE], count=len(missing),
-                    look_at=rule.look_at or "the broker's retention and trimming, deleted streams or queues, and "
+                    window_seconds=rule.window,
+                    window_start=start,
+                    window_end=end,
+                    evidence=missing[:MAX_EVIDENCE],
+                    count=len(missing),
+                    look_at=rule.look_at
+                    or "the broker's retention and trimming, deleted streams or queues, and "
                     "whether the relay marks rows before the broker's ack; 'strangler events trace ID' shows one",
                     details={"gap": "missing-on-broker"},
                 )
@@ -475,11 +537,16 @@ class Watch:
                 self._reported.update(unrecorded)
                 alerts.append(
                     Alert(
-                        rule=rule.name, kind=rule.kind,
+                        rule=rule.name,
+                        kind=rule.kind,
                         summary=f"{len(unrecorded)} events on the broker have no row in the outbox",
-                        window_seconds=rule.window, window_start=start, window_end=end,
-                        evidence=unrecorded[:MAX_EVIDENCE], count=len(unrecorded),
-                        look_at=rule.look_at or "who else can write to these destinations: a forged producer with "
+                        window_seconds=rule.window,
+                        window_start=start,
+                        window_end=end,
+                        evidence=unrecorded[:MAX_EVIDENCE],
+                        count=len(unrecorded),
+                        look_at=rule.look_at
+                        or "who else can write to these destinations: a forged producer with "
                         "broker credentials, or another monolith's outbox (set the rule's sources)",
                         details={
                             "gap": "not-in-outbox",
@@ -501,7 +568,9 @@ class Watch:
         restarted watch resumes after them), so the gap rule does not count them.
         A destination the watch has read nothing from counts from the watch's start.
         """
-        pending = [i for d, ids in self._first_seen.items() if d not in self._reading_from for i in ids]
+        pending = [
+            i for d, ids in self._first_seen.items() if d not in self._reading_from for i in ids
+        ]
         if pending:
             times = self.ledger.published_at(pending)
             for destination, ids in list(self._first_seen.items()):

@@ -103,7 +103,9 @@ class GapRule(Rule):
     grace: float = 30.0
     window: float = 600.0
     every: float = 30.0
-    sources: tuple[str, ...] = ()  # events claiming these sources must be in the outbox; empty: every event
+    sources: tuple[
+        str, ...
+    ] = ()  # events claiming these sources must be in the outbox; empty: every event
     kind = "gap"
 
 
@@ -118,13 +120,17 @@ _COMMON = {"name", "kind", "look_at"}
 def parse_duration(value: Any, where: str) -> float:
     """Return seconds from a number or text such as ``"30s"``, ``"5m"``; raise ``RulesError`` naming ``where``."""
     if isinstance(value, bool):
-        raise RulesError(f"{where}: expected a duration such as 60, \"30s\", \"5m\" or \"1h\", not {value!r}")
+        raise RulesError(
+            f'{where}: expected a duration such as 60, "30s", "5m" or "1h", not {value!r}'
+        )
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match[1]) * _UNITS[match[2]]
     else:
-        raise RulesError(f"{where}: expected a duration such as 60, \"30s\", \"5m\" or \"1h\", not {value!r}")
+        raise RulesError(
+            f'{where}: expected a duration such as 60, "30s", "5m" or "1h", not {value!r}'
+        )
     if seconds <= 0:
         raise RulesError(f"{where}: a duration must be more than 0, not {value!r}")
     return seconds
@@ -138,7 +144,9 @@ def _positive_int(value: Any, where: str) -> int:
 
 def _pattern(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise RulesError(f"{where}: expected an event-type pattern such as \"shop.order.*\", not {value!r}")
+        raise RulesError(
+            f'{where}: expected an event-type pattern such as "shop.order.*", not {value!r}'
+        )
     return value
 
 
@@ -164,15 +172,27 @@ def _text(value: Any, where: str) -> str:
 
 
 _SPEC: dict[str, dict[str, tuple[Any, bool]]] = {
-    "rate": {"type": (_pattern, True), "max": (_positive_int, True), "window": (parse_duration, True)},
-    "burst": {"type": (_pattern, False), "max": (_positive_int, True), "window": (parse_duration, True)},
+    "rate": {
+        "type": (_pattern, True),
+        "max": (_positive_int, True),
+        "window": (parse_duration, True),
+    },
+    "burst": {
+        "type": (_pattern, False),
+        "max": (_positive_int, True),
+        "window": (parse_duration, True),
+    },
     "source": {
         "type": (_pattern, True),
         "sources": (lambda v, w: _strings(v, w, '["/shop"]'), False),
         "producers": (lambda v, w: _strings(v, w, '["shop"] or ["shop-2"]'), False),
         "repeat": (parse_duration, False),
     },
-    "key": {"keys_dir": ("path", True), "grace": (parse_duration, False), "repeat": (parse_duration, False)},
+    "key": {
+        "keys_dir": ("path", True),
+        "grace": (parse_duration, False),
+        "repeat": (parse_duration, False),
+    },
     "groups": {
         "policy": ("path", True),
         "ignore": (lambda v, w: _strings(v, w, '["strangler-watch*"]'), False),
@@ -188,17 +208,23 @@ _SPEC: dict[str, dict[str, tuple[Any, bool]]] = {
 }
 
 
-def parse_rules(doc: Mapping[str, Any], origin: str = "rules", base: Path | None = None) -> list[Rule]:
+def parse_rules(
+    doc: Mapping[str, Any], origin: str = "rules", base: Path | None = None
+) -> list[Rule]:
     """Build the rules of a parsed TOML document; errors name ``origin``, the rule and the key."""
     base = base or Path.cwd()
     for key in doc:
         if key != "rule":
-            raise RulesError(f"{origin}: unknown table {key!r}; a rules file holds only [[rule]] tables")
+            raise RulesError(
+                f"{origin}: unknown table {key!r}; a rules file holds only [[rule]] tables"
+            )
     entries = doc.get("rule", [])
     if not isinstance(entries, list):
         raise RulesError(f"{origin}: 'rule' must be an array of tables: write [[rule]], not [rule]")
     if not entries:
-        raise RulesError(f"{origin}: no rules; add a [[rule]] table with a name and a kind (see docs/observability.md)")
+        raise RulesError(
+            f"{origin}: no rules; add a [[rule]] table with a name and a kind (see docs/observability.md)"
+        )
     rules: list[Rule] = []
     names: set[str] = set()
     for number, entry in enumerate(entries, 1):
@@ -216,7 +242,9 @@ def parse_rules(doc: Mapping[str, Any], origin: str = "rules", base: Path | None
         names.add(name)
         kind = entry.get("kind")
         if kind not in KINDS:
-            raise RulesError(f"{label}: kind {kind!r} is not one of {', '.join(repr(k) for k in KINDS)}")
+            raise RulesError(
+                f"{label}: kind {kind!r} is not one of {', '.join(repr(k) for k in KINDS)}"
+            )
         spec = _SPEC[kind]
         values: dict[str, Any] = {"name": name}
         for key, value in entry.items():
@@ -228,14 +256,18 @@ def parse_rules(doc: Mapping[str, Any], origin: str = "rules", base: Path | None
                 continue
             if key not in spec:
                 known = ", ".join(sorted({*spec, *_COMMON}))
-                raise RulesError(f"{label}: unknown key {key!r} for kind {kind!r}; known keys: {known}")
+                raise RulesError(
+                    f"{label}: unknown key {key!r} for kind {kind!r}; known keys: {known}"
+                )
             parser = spec[key][0]
             values[key] = _path(value, where, base) if parser == "path" else parser(value, where)
         for key, (_, required) in spec.items():
             if required and key not in values:
                 raise RulesError(f"{label}: key {key!r} is required for kind {kind!r}")
         if kind == "source" and not (values.get("sources") or values.get("producers")):
-            raise RulesError(f"{label}: kind 'source' needs 'sources' (e.g. [\"/shop\"]), 'producers', or both")
+            raise RulesError(
+                f"{label}: kind 'source' needs 'sources' (e.g. [\"/shop\"]), 'producers', or both"
+            )
         rules.append(KINDS[kind](**values))
     return rules
 
@@ -246,7 +278,9 @@ def load_rules(path: str | os.PathLike[str]) -> list[Rule]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RulesError(f"{path}: no such rules file; see docs/observability.md for an example") from None
+        raise RulesError(
+            f"{path}: no such rules file; see docs/observability.md for an example"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(f"{path}: cannot read: {exc}") from None
     try:

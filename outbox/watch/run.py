@@ -61,7 +61,9 @@ def run_watch(
     return seen
 
 
-def open_reader(router_url: str, group: str, destinations: Sequence[str], producer_kid_of: KidOf | None = None):
+def open_reader(
+    router_url: str, group: str, destinations: Sequence[str], producer_kid_of: KidOf | None = None
+):
     """Return the watch's reader of ``destinations`` on ``router_url`` as consumer group ``group``."""
     if router_url.split("://", 1)[0] in ("redis", "rediss"):
         return RedisReader(router_url, group, destinations, producer_kid_of)
@@ -71,8 +73,16 @@ def open_reader(router_url: str, group: str, destinations: Sequence[str], produc
 class SubscriptionReader:
     """Reads through a router's consumer side; acknowledges each batch after it was observed."""
 
-    def __init__(self, router_url: str, group: str, destinations: Sequence[str], producer_kid_of: KidOf | None):
-        self.subscription = open_subscription(router_url, group=group, destinations=list(destinations))
+    def __init__(
+        self,
+        router_url: str,
+        group: str,
+        destinations: Sequence[str],
+        producer_kid_of: KidOf | None,
+    ):
+        self.subscription = open_subscription(
+            router_url, group=group, destinations=list(destinations)
+        )
         self.kid_of = producer_kid_of
         self._batch: list[Any] = []
 
@@ -81,7 +91,9 @@ class SubscriptionReader:
         self._batch = self.subscription.receive(max_events=max_events, timeout=timeout)
         kid_of = self.kid_of
         return [
-            Observation.of(d.envelope, d.destination, kid_of(d.envelope) if kid_of is not None else None)
+            Observation.of(
+                d.envelope, d.destination, kid_of(d.envelope) if kid_of is not None else None
+            )
             for d in self._batch
         ]
 
@@ -100,7 +112,13 @@ class SubscriptionReader:
 class RedisReader:
     """Reads Redis streams for the watch: ``XREAD`` from the group's last-delivered id; ``XGROUP SETID`` per batch."""
 
-    def __init__(self, router_url: str, group: str, destinations: Sequence[str], producer_kid_of: KidOf | None):
+    def __init__(
+        self,
+        router_url: str,
+        group: str,
+        destinations: Sequence[str],
+        producer_kid_of: KidOf | None,
+    ):
         from ..routers.redis import _client
 
         if not destinations:
@@ -125,7 +143,9 @@ class RedisReader:
 
     def read(self, max_events: int, timeout: float) -> list[Observation]:
         """Return the observations of up to ``max_events`` new entries, waiting up to ``timeout`` for the first."""
-        replies = self.client.xread(self.position, count=max_events, block=max(1, int(timeout * 1000)))
+        replies = self.client.xread(
+            self.position, count=max_events, block=max(1, int(timeout * 1000))
+        )
         out: list[Observation] = []
         for stream, entries in replies or []:
             stream = self._text(stream)

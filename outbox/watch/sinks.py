@@ -38,7 +38,11 @@ class Webhook:
             raise ValueError(f"webhook URL {url!r} must start with http:// or https://")
         self.url = url
         self.timeout = timeout
-        self.headers = {"Content-Type": "application/json", "User-Agent": "strangler-watch", **(headers or {})}
+        self.headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "strangler-watch",
+            **(headers or {}),
+        }
         self.sent = 0
         self.failures = 0
 

@@ -27,7 +27,9 @@ class SourceError(Exception):
     """The broker or the outbox cannot be read as the watch needs; the message says what to fix."""
 
 
-def group_lister(router_url: str, destinations: Sequence[str]) -> Callable[[], Mapping[str, list[str]]] | None:
+def group_lister(
+    router_url: str, destinations: Sequence[str]
+) -> Callable[[], Mapping[str, list[str]]] | None:
     """Return a function listing the consumer groups of ``destinations``, or None if the router cannot tell."""
     scheme = router_url.split("://", 1)[0]
     if scheme == "file":
@@ -59,7 +61,9 @@ def _redis_groups(router_url: str, destinations: list[str]):
     try:
         import redis
     except ImportError:
-        raise SourceError("listing Redis consumer groups needs the redis client: pip install 'strangler[redis]'") from None
+        raise SourceError(
+            "listing Redis consumer groups needs the redis client: pip install 'strangler[redis]'"
+        ) from None
     client = redis.Redis.from_url(router_url)
 
     def listing() -> dict[str, list[str]]:
@@ -111,11 +115,16 @@ class OutboxLedger:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(t.c.id, t.c.aggregatetype, t.c.type, t.c.published_at).where(
-                    and_(t.c.published_at.is_not(None), t.c.published_at >= lo, t.c.published_at <= hi)
+                    and_(
+                        t.c.published_at.is_not(None),
+                        t.c.published_at >= lo,
+                        t.c.published_at <= hi,
+                    )
                 )
             ).all()
         return {
-            row.id: (self._destination(row.aggregatetype, row.type), row.published_at.timestamp()) for row in rows
+            row.id: (self._destination(row.aggregatetype, row.type), row.published_at.timestamp())
+            for row in rows
         }
 
     def published_at(self, ids: Sequence[str]) -> dict[str, float]:
@@ -123,7 +132,9 @@ class OutboxLedger:
         t = self.table
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(t.c.id, t.c.published_at).where(t.c.id.in_(list(ids)), t.c.published_at.is_not(None))
+                select(t.c.id, t.c.published_at).where(
+                    t.c.id.in_(list(ids)), t.c.published_at.is_not(None)
+                )
             ).all()
         return {row.id: row.published_at.timestamp() for row in rows}
 
@@ -133,7 +144,7 @@ class OutboxLedger:
         t = self.table
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 500):
-                chunk = list(ids[start:start + 500])
+                chunk = list(ids[start : start + 500])
                 found.update(conn.execute(select(t.c.id).where(t.c.id.in_(chunk))).scalars())
         return found
 

@@ -33,7 +33,10 @@ def router_url(tmp_path):
 
 def emit_orders(engine, *numbers) -> list[str]:
     with engine.begin() as conn:
-        return [emit(conn, "shop.order.created", aggregate="order", key=n, data={"id": n}) for n in numbers]
+        return [
+            emit(conn, "shop.order.created", aggregate="order", key=n, data={"id": n})
+            for n in numbers
+        ]
 
 
 def relay(engine, router_url):
@@ -58,16 +61,24 @@ def service(name, tmp_path, fail=False):
     return url, engine, consumer
 
 
-def test_the_journey_runs_from_the_commit_through_the_relay_and_broker_to_each_service(monolith, router_url, tmp_path):
+def test_the_journey_runs_from_the_commit_through_the_relay_and_broker_to_each_service(
+    monolith, router_url, tmp_path
+):
     db_url, engine = monolith
     event_id, other = emit_orders(engine, 1, 2)
     relay(engine, router_url)
     billing_url, billing_engine, billing = service("billing", tmp_path)
     shipping_url, shipping_engine, shipping = service("shipping", tmp_path, fail=True)
-    billing.run(router_url, destinations=["order"], until_idle=True, install_signals=False, poll=0.1)
-    shipping.run(router_url, destinations=["order"], until_idle=True, install_signals=False, poll=0.1)
+    billing.run(
+        router_url, destinations=["order"], until_idle=True, install_signals=False, poll=0.1
+    )
+    shipping.run(
+        router_url, destinations=["order"], until_idle=True, install_signals=False, poll=0.1
+    )
 
-    journey = trace_event(event_id, db_url, router_url=router_url, inbox_urls=[billing_url, shipping_url])
+    journey = trace_event(
+        event_id, db_url, router_url=router_url, inbox_urls=[billing_url, shipping_url]
+    )
 
     assert journey.found and journey.type == "shop.order.created" and journey.aggregate == "order:1"
     steps = [hop.step for hop in journey.hops]
@@ -76,7 +87,10 @@ def test_the_journey_runs_from_the_commit_through_the_relay_and_broker_to_each_s
     assert published.details["relay"] == "relay-test-1"
     assert published.details["attempts"] == 0 and published.details["destination"] == "order"
     assert published.latency_seconds is not None and published.latency_seconds >= 0
-    assert sorted(h.details["group"] for h in journey.hops if h.step == "delivered") == ["billing", "shipping"]
+    assert sorted(h.details["group"] for h in journey.hops if h.step == "delivered") == [
+        "billing",
+        "shipping",
+    ]
     handled = journey.hop("handled")
     assert handled.details["service"] == "billing" and handled.latency_seconds >= 0
     dead = journey.hop("dead-lettered")
@@ -103,15 +117,22 @@ def test_a_dead_row_shows_its_attempts_and_last_error(monolith):
     table = get_outbox_table()
     with engine.begin() as conn:
         conn.execute(
-            update(table).where(table.c.id == event_id).values(
-                attempts=10, last_error="broker rejected: too large", dead_at=dt.datetime.now(dt.timezone.utc)
+            update(table)
+            .where(table.c.id == event_id)
+            .values(
+                attempts=10,
+                last_error="broker rejected: too large",
+                dead_at=dt.datetime.now(dt.timezone.utc),
             )
         )
 
     journey = trace_event(event_id, db_url)
 
     dead = journey.hop("dead")
-    assert dead.details["attempts"] == 10 and dead.details["last_error"] == "broker rejected: too large"
+    assert (
+        dead.details["attempts"] == 10
+        and dead.details["last_error"] == "broker rejected: too large"
+    )
     assert any(f"strangler outbox retry {event_id}" in note for note in journey.notes)
 
 
@@ -121,7 +142,9 @@ def test_a_purged_row_still_leaves_the_services_inbox(sqlite_url, router_url, tm
     (event_id,) = emit_orders(engine, 3)
     relay(engine, router_url)
     billing_url, billing_engine, billing = service("billing", tmp_path)
-    billing.run(router_url, destinations=["order"], until_idle=True, install_signals=False, poll=0.1)
+    billing.run(
+        router_url, destinations=["order"], until_idle=True, install_signals=False, poll=0.1
+    )
     with engine.begin() as conn:
         conn.execute(get_outbox_table().delete())
 
@@ -144,7 +167,9 @@ def test_a_database_without_the_outbox_names_the_command_to_run(tmp_path):
         trace_event("x", f"sqlite:///{tmp_path}/empty.db")
 
 
-def test_the_cli_prints_each_hop_with_its_latency_and_exits_1_when_found_nowhere(sqlite_url, router_url, tmp_path):
+def test_the_cli_prints_each_hop_with_its_latency_and_exits_1_when_found_nowhere(
+    sqlite_url, router_url, tmp_path
+):
     from click.testing import CliRunner
 
     upgrade(standalone_config(sqlite_url))
@@ -153,7 +178,9 @@ def test_the_cli_prints_each_hop_with_its_latency_and_exits_1_when_found_nowhere
     relay(engine, router_url)
     runner = CliRunner()
 
-    text = runner.invoke(cli, ["events", "trace", event_id, "--db", sqlite_url, "--router", router_url])
+    text = runner.invoke(
+        cli, ["events", "trace", event_id, "--db", sqlite_url, "--router", router_url]
+    )
     assert text.exit_code == 0, text.output
     assert "emitted" in text.output and "published" in text.output and " ms" in text.output
 

@@ -25,7 +25,7 @@ from outbox.testing.services import service_url
 
 pytest.importorskip("opentelemetry.sdk.trace")
 
-PROCESS = textwrap.dedent('''
+PROCESS = textwrap.dedent("""
     import json, sys
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
@@ -76,13 +76,15 @@ PROCESS = textwrap.dedent('''
     ]
     with open(out, "w") as handle:
         json.dump({"spans": spans, "result": result}, handle)
-''')
+""")
 
 
 def run(tmp_path, role, db, router, aggregate) -> dict:
     out = tmp_path / f"{role}.json"
     subprocess.run(
-        [sys.executable, "-c", PROCESS, role, db, router, aggregate, str(out)], check=True, timeout=120
+        [sys.executable, "-c", PROCESS, role, db, router, aggregate, str(out)],
+        check=True,
+        timeout=120,
     )
     return json.loads(out.read_text())
 
@@ -95,7 +97,9 @@ def router_for(kind: str, tmp_path):
 
 
 @pytest.mark.parametrize("router_kind", ["file", "redis"])
-def test_the_request_the_relay_and_every_consumer_share_one_trace(tmp_path, sqlite_url, router_kind):
+def test_the_request_the_relay_and_every_consumer_share_one_trace(
+    tmp_path, sqlite_url, router_kind
+):
     upgrade(standalone_config(sqlite_url))
     router, redis_url = router_for(router_kind, tmp_path)
     aggregate = f"order_{uuid.uuid4().hex[:8]}"  # its own stream on a shared broker
@@ -106,7 +110,9 @@ def test_the_request_the_relay_and_every_consumer_share_one_trace(tmp_path, sqli
     try:
         writer = run(tmp_path, "writer", sqlite_url, router, aggregate)
         relay = run(tmp_path, "relay", sqlite_url, router, aggregate)
-        consumers = {name: run(tmp_path, name, url, router, aggregate) for name, url in services.items()}
+        consumers = {
+            name: run(tmp_path, name, url, router, aggregate) for name, url in services.items()
+        }
     finally:
         if redis_url:
             import redis
@@ -118,16 +124,22 @@ def test_the_request_the_relay_and_every_consumer_share_one_trace(tmp_path, sqli
 
     event_ids = writer["result"]
     (request,) = [s for s in writer["spans"] if s["name"] == "POST /orders"]
-    creates = [s for s in writer["spans"] if s["attributes"].get("messaging.operation.type") == "create"]
+    creates = [
+        s for s in writer["spans"] if s["attributes"].get("messaging.operation.type") == "create"
+    ]
     assert len(creates) == 2
     for create, event_id in zip(creates, event_ids):
-        assert create["trace_id"] == request["trace_id"] and create["parent_id"] == request["span_id"]
+        assert (
+            create["trace_id"] == request["trace_id"] and create["parent_id"] == request["span_id"]
+        )
         assert create["kind"] == "PRODUCER" and create["name"] == f"create {aggregate}"
         assert create["attributes"]["messaging.message.id"] == event_id
         assert create["attributes"]["messaging.destination.name"] == aggregate
         assert create["attributes"]["messaging.system"] == "strangler"
 
-    (send,) = [s for s in relay["spans"] if s["attributes"].get("messaging.operation.type") == "send"]
+    (send,) = [
+        s for s in relay["spans"] if s["attributes"].get("messaging.operation.type") == "send"
+    ]
     assert send["name"] == f"send {aggregate}" and send["kind"] == "CLIENT"
     assert sorted(send["links"]) == sorted(c["span_id"] for c in creates)
     assert send["attributes"]["messaging.system"] == router_kind
@@ -136,12 +148,20 @@ def test_the_request_the_relay_and_every_consumer_share_one_trace(tmp_path, sqli
 
     create_of = {c["attributes"]["messaging.message.id"]: c for c in creates}
     for name, recorded in consumers.items():
-        processes = [s for s in recorded["spans"] if s["attributes"].get("messaging.operation.type") == "process"]
-        assert sorted(p["attributes"]["messaging.message.id"] for p in processes) == sorted(event_ids)
+        processes = [
+            s
+            for s in recorded["spans"]
+            if s["attributes"].get("messaging.operation.type") == "process"
+        ]
+        assert sorted(p["attributes"]["messaging.message.id"] for p in processes) == sorted(
+            event_ids
+        )
         for process in processes:
             create = create_of[process["attributes"]["messaging.message.id"]]
             assert process["trace_id"] == request["trace_id"]
-            assert process["parent_id"] == create["span_id"] and process["links"] == [create["span_id"]]
+            assert process["parent_id"] == create["span_id"] and process["links"] == [
+                create["span_id"]
+            ]
             assert process["kind"] == "CONSUMER" and process["name"] == f"process {aggregate}"
             assert process["attributes"]["messaging.system"] == router_kind
             assert process["attributes"]["messaging.destination.name"] == aggregate
@@ -160,7 +180,9 @@ def test_without_an_sdk_emit_stores_the_active_span_and_adds_no_span(sqlite_url)
 
     upgrade(standalone_config(sqlite_url))
     engine = create_engine(sqlite_url)
-    tracer = TracerProvider().get_tracer("test")  # a provider of its own; the global one stays the no-op
+    tracer = TracerProvider().get_tracer(
+        "test"
+    )  # a provider of its own; the global one stays the no-op
     with tracer.start_as_current_span("checkout") as span:
         with engine.begin() as conn:
             emit(conn, "shop.order.created", aggregate="order", data={"id": 1})
@@ -183,13 +205,22 @@ def test_send_span_links_each_event_and_is_a_no_op_without_events():
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     envelope = Envelope.from_structured(
-        {"specversion": "1.0", "id": "e1", "source": "/shop", "type": "shop.order.created",
-         "aggregatetype": "order", "traceparent": parent, "data": {}}
+        {
+            "specversion": "1.0",
+            "id": "e1",
+            "source": "/shop",
+            "type": "shop.order.created",
+            "aggregatetype": "order",
+            "traceparent": parent,
+            "data": {},
+        }
     )
     from opentelemetry import trace
 
     original = trace.get_tracer
-    trace.get_tracer = lambda name, *a, **k: provider.get_tracer(name)  # this test's provider, not the global one
+    trace.get_tracer = lambda name, *a, **k: provider.get_tracer(
+        name
+    )  # this test's provider, not the global one
     try:
         with tracing.send_span([], system="redis") as nothing:
             assert nothing is None
@@ -199,4 +230,7 @@ def test_send_span_links_each_event_and_is_a_no_op_without_events():
         trace.get_tracer = original
     (span,) = exporter.get_finished_spans()
     assert [f"{link.context.span_id:016x}" for link in span.links] == ["b7ad6b7169203331"]
-    assert span.attributes["messaging.message.id"] == "e1" and span.attributes["messaging.system"] == "redis"
+    assert (
+        span.attributes["messaging.message.id"] == "e1"
+        and span.attributes["messaging.system"] == "redis"
+    )

@@ -78,6 +78,7 @@ grace = "1ms"
 window = "10m"
 """
 
+
 class Shop:
     """The monolith, its relay, its services and a watch over its router, in one folder."""
 
@@ -103,7 +104,12 @@ class Shop:
         ):
             url = f"sqlite:///{tmp_path}/{name}.db"
             inbox.upgrade(url)
-            consumer = Consumer(name, create_engine(url), keys_dir=str(self.world.keys), policy=str(self.world.policy_path))
+            consumer = Consumer(
+                name,
+                create_engine(url),
+                keys_dir=str(self.world.keys),
+                policy=str(self.world.policy_path),
+            )
             consumer.add_handler(types, lambda event, session: None)
             self.services[name] = (consumer, destinations)
 
@@ -111,13 +117,21 @@ class Shop:
         """Orders placed, paid and shipped; customers registering; one customer leaving."""
         for n in range(orders):
             with self.engine.begin() as conn:
-                emit(conn, "shop.order.created", aggregate=self.order, key=n, data={"id": n, "total": 10 + n})
+                emit(
+                    conn,
+                    "shop.order.created",
+                    aggregate=self.order,
+                    key=n,
+                    data={"id": n, "total": 10 + n},
+                )
             with self.engine.begin() as conn:
                 emit(conn, "shop.order.paid", aggregate=self.order, key=n, data={"id": n})
                 emit(conn, "shop.order.shipped", aggregate=self.order, key=n, data={"id": n})
         for n in range(5):
             with self.engine.begin() as conn:
-                emit(conn, "shop.customer.registered", aggregate=self.customer, key=n, data={"id": n})
+                emit(
+                    conn, "shop.customer.registered", aggregate=self.customer, key=n, data={"id": n}
+                )
         with self.engine.begin() as conn:
             emit(conn, "shop.customer.deleted", aggregate=self.customer, key=1, data={"id": 1})
 
@@ -130,7 +144,13 @@ class Shop:
 
     def consume(self) -> None:
         for consumer, destinations in self.services.values():
-            consumer.run(self.router_url, destinations=destinations, until_idle=True, install_signals=False, poll=0.05)
+            consumer.run(
+                self.router_url,
+                destinations=destinations,
+                until_idle=True,
+                install_signals=False,
+                poll=0.05,
+            )
 
     def publish_directly(self, *envelopes) -> None:
         """What a forged producer holding broker credentials does: write to the broker, not the outbox."""
@@ -144,10 +164,19 @@ class Shop:
         alerts = []
         ledger = OutboxLedger(self.engine, destinations=self.destinations)
         lister = group_lister(self.router_url, self.destinations)
-        watch = Watch(load_rules(self.rules_path), sinks=[alerts.append], group_lister=lister, ledger=ledger)
+        watch = Watch(
+            load_rules(self.rules_path), sinks=[alerts.append], group_lister=lister, ledger=ledger
+        )
         kid_of = signer_of(self.world.opener(reader)) if reader else None
         try:
-            run_watch(watch, self.router_url, self.destinations, once=True, poll=0.05, producer_kid_of=kid_of)
+            run_watch(
+                watch,
+                self.router_url,
+                self.destinations,
+                once=True,
+                poll=0.05,
+                producer_kid_of=kid_of,
+            )
         finally:
             getattr(lister, "close", lambda: None)()
         return alerts
@@ -208,7 +237,9 @@ def test_more_deletions_in_a_minute_than_allowed_raise_one_rate_alert_with_every
     deleted = []
     for n in range(10, 14):
         with shop.engine.begin() as conn:
-            deleted.append(emit(conn, "shop.customer.deleted", aggregate=shop.customer, key=n, data={"id": n}))
+            deleted.append(
+                emit(conn, "shop.customer.deleted", aggregate=shop.customer, key=n, data={"id": n})
+            )
     shop.relay()
 
     alerts = shop.watch()
@@ -272,7 +303,11 @@ def test_an_event_encrypted_to_a_key_nobody_published_raises_one_unknown_key_ale
     shutil.copytree(shop.world.keys, elsewhere)
     new_key(elsewhere, "exfil")
     policy = shop.tmp / "wide-policy.toml"
-    policy.write_text(shop.world.policy_path.read_text().replace('["billing", "shipping"]', '["billing", "shipping", "exfil"]'))
+    policy.write_text(
+        shop.world.policy_path.read_text().replace(
+            '["billing", "shipping"]', '["billing", "shipping", "exfil"]'
+        )
+    )
     from outbox.crypto.policy import load_policy
 
     wide = Sealer(KeyRing.load(elsewhere), load_policy(policy))
@@ -285,7 +320,11 @@ def test_an_event_encrypted_to_a_key_nobody_published_raises_one_unknown_key_ale
 
     assert summary(alerts) == [("keys", "key")]
     assert alerts[0].details == {
-        "key": "exfil-1", "role": "recipient", "problem": "unknown", "type": "shop.order.created", "source": "/shop"
+        "key": "exfil-1",
+        "role": "recipient",
+        "problem": "unknown",
+        "type": "shop.order.created",
+        "source": "/shop",
     }
     assert alerts[0].evidence == [event_id]
 
@@ -309,9 +348,19 @@ def test_an_event_sealed_to_a_retired_key_raises_one_retired_key_alert(shop):
 
 def test_a_consumer_group_the_policy_does_not_name_raises_one_groups_alert(shop):
     day(shop)
-    analytics = Consumer("analytics", create_engine(f"sqlite:///{shop.tmp}/billing.db"), opener=shop.world.opener("billing"))
+    analytics = Consumer(
+        "analytics",
+        create_engine(f"sqlite:///{shop.tmp}/billing.db"),
+        opener=shop.world.opener("billing"),
+    )
     analytics.add_handler("*", lambda event, session: None)
-    analytics.run(shop.router_url, destinations=[shop.order], until_idle=True, install_signals=False, poll=0.05)
+    analytics.run(
+        shop.router_url,
+        destinations=[shop.order],
+        until_idle=True,
+        install_signals=False,
+        poll=0.05,
+    )
 
     alerts = shop.watch()
 
@@ -319,7 +368,11 @@ def test_a_consumer_group_the_policy_does_not_name_raises_one_groups_alert(shop)
         ("readers", "analytics", shop.order)
     }
     # One alert per type the group can read there: created, paid, shipped.
-    assert sorted(a.details["type"] for a in alerts) == ["shop.order.created", "shop.order.paid", "shop.order.shipped"]
+    assert sorted(a.details["type"] for a in alerts) == [
+        "shop.order.created",
+        "shop.order.paid",
+        "shop.order.shipped",
+    ]
     assert all(a.details["readers"] == ["billing", "shipping"] and a.evidence for a in alerts)
     analytics.sessions.kw["bind"].dispose()
 
@@ -331,7 +384,9 @@ def test_events_marked_published_but_missing_on_the_broker_raise_one_gap_alert(s
     table = get_outbox_table()
     with shop.engine.begin() as conn:  # a relay that marks before the broker's ack, then crashes
         conn.execute(
-            update(table).where(table.c.id == lost).values(published_at=dt.datetime.now(dt.timezone.utc))
+            update(table)
+            .where(table.c.id == lost)
+            .values(published_at=dt.datetime.now(dt.timezone.utc))
         )
 
     alerts = shop.watch()
@@ -344,11 +399,13 @@ def test_a_groups_rule_needs_a_policy_file_that_exists(tmp_path):
     from outbox.watch import RulesError
 
     rules = tmp_path / "rules.toml"
-    rules.write_text(textwrap.dedent("""
+    rules.write_text(
+        textwrap.dedent("""
         [[rule]]
         name = "readers"
         kind = "groups"
         policy = "missing-policy.toml"
-    """))
+    """)
+    )
     with pytest.raises(RulesError, match=r"rule 'readers': key 'policy': .*missing-policy.toml"):
         Watch(load_rules(rules))

@@ -18,8 +18,12 @@ class Clock:
         return self.now
 
 
-def obs(n: int, type_: str = "shop.customer.deleted", subject: str = "1", source: str = "/shop") -> Observation:
-    return Observation(id=f"e{n}", type=type_, source=source, subject=subject, destination="customer")
+def obs(
+    n: int, type_: str = "shop.customer.deleted", subject: str = "1", source: str = "/shop"
+) -> Observation:
+    return Observation(
+        id=f"e{n}", type=type_, source=source, subject=subject, destination="customer"
+    )
 
 
 def write(tmp_path, text: str):
@@ -35,14 +39,34 @@ def write(tmp_path, text: str):
         ("[other]\n", r"unknown table 'other'"),
         ("", r"no rules"),
         ("[[rule]]\nkind='rate'\n", r"rule 1: 'name' is required"),
-        ("[[rule]]\nname='x'\nkind='speed'\n", r"rule 'x': kind 'speed' is not one of 'rate', 'burst'"),
-        ("[[rule]]\nname='x'\nkind='rate'\ntype='a'\nmax=3\n", r"rule 'x': key 'window' is required for kind 'rate'"),
-        ("[[rule]]\nname='x'\nkind='rate'\ntype='a'\nmax=0\nwindow=1\n", r"rule 'x': key 'max': expected a whole number of at least 1"),
-        ("[[rule]]\nname='x'\nkind='rate'\ntype='a'\nmax=2\nwindow='soon'\n", r"rule 'x': key 'window': expected a duration"),
-        ("[[rule]]\nname='x'\nkind='rate'\ntype='a'\nmax=2\nwindow=1\nmaxx=3\n", r"rule 'x': unknown key 'maxx' for kind 'rate'; known keys: kind, look_at, max, name, type, window"),
-        ("[[rule]]\nname='x'\nkind='source'\ntype='a'\n", r"rule 'x': kind 'source' needs 'sources'"),
-        ("[[rule]]\nname='x'\nkind='burst'\nmax=2\nwindow=1\n[[rule]]\nname='x'\nkind='burst'\nmax=2\nwindow=1\n",
-         r"rule 'x': the name is used by an earlier rule"),
+        (
+            "[[rule]]\nname='x'\nkind='speed'\n",
+            r"rule 'x': kind 'speed' is not one of 'rate', 'burst'",
+        ),
+        (
+            "[[rule]]\nname='x'\nkind='rate'\ntype='a'\nmax=3\n",
+            r"rule 'x': key 'window' is required for kind 'rate'",
+        ),
+        (
+            "[[rule]]\nname='x'\nkind='rate'\ntype='a'\nmax=0\nwindow=1\n",
+            r"rule 'x': key 'max': expected a whole number of at least 1",
+        ),
+        (
+            "[[rule]]\nname='x'\nkind='rate'\ntype='a'\nmax=2\nwindow='soon'\n",
+            r"rule 'x': key 'window': expected a duration",
+        ),
+        (
+            "[[rule]]\nname='x'\nkind='rate'\ntype='a'\nmax=2\nwindow=1\nmaxx=3\n",
+            r"rule 'x': unknown key 'maxx' for kind 'rate'; known keys: kind, look_at, max, name, type, window",
+        ),
+        (
+            "[[rule]]\nname='x'\nkind='source'\ntype='a'\n",
+            r"rule 'x': kind 'source' needs 'sources'",
+        ),
+        (
+            "[[rule]]\nname='x'\nkind='burst'\nmax=2\nwindow=1\n[[rule]]\nname='x'\nkind='burst'\nmax=2\nwindow=1\n",
+            r"rule 'x': the name is used by an earlier rule",
+        ),
         ("[[rule]\n", r"not valid TOML"),
     ],
 )
@@ -59,21 +83,34 @@ def test_a_missing_rules_file_points_to_the_docs(tmp_path):
 
 
 def test_durations_take_units_and_paths_are_relative_to_the_rules_file(tmp_path):
-    assert [parse_duration(v, "x") for v in (90, "500ms", "30s", "5m", "1h")] == [90, 0.5, 30, 300, 3600]
-    path = write(tmp_path, """
+    assert [parse_duration(v, "x") for v in (90, "500ms", "30s", "5m", "1h")] == [
+        90,
+        0.5,
+        30,
+        300,
+        3600,
+    ]
+    path = write(
+        tmp_path,
+        """
         [[rule]]
         name = "keys"
         kind = "key"
         keys_dir = "keys"
-    """)
+    """,
+    )
     assert load_rules(path)[0].keys_dir == str(tmp_path / "keys")
 
 
 def test_a_rate_alert_fires_once_per_episode_and_rearms_when_the_window_drains():
     clock = Clock()
-    watch = Watch([RateRule("deletions", type="shop.customer.deleted", max=3, window=60)], clock=clock)
+    watch = Watch(
+        [RateRule("deletions", type="shop.customer.deleted", max=3, window=60)], clock=clock
+    )
     raised = []
-    for n in range(6):  # 6 in 5 s: the fourth crosses the line, the fifth and sixth do not fire again
+    for n in range(
+        6
+    ):  # 6 in 5 s: the fourth crosses the line, the fifth and sixth do not fire again
         raised += watch.observe(obs(n))
         clock.now += 1
     assert [a.count for a in raised] == [4]
@@ -93,8 +130,12 @@ def test_a_rate_spread_over_more_than_the_window_raises_nothing():
 
 
 def test_other_types_do_not_count_toward_a_rate():
-    watch = Watch([RateRule("deletions", type="shop.customer.deleted", max=1, window=60)], clock=Clock())
-    assert [a for n in range(5) for a in watch.observe(obs(n, type_="shop.customer.registered"))] == []
+    watch = Watch(
+        [RateRule("deletions", type="shop.customer.deleted", max=1, window=60)], clock=Clock()
+    )
+    assert [
+        a for n in range(5) for a in watch.observe(obs(n, type_="shop.customer.registered"))
+    ] == []
 
 
 def test_a_burst_counts_per_subject_and_forgets_quiet_subjects():
@@ -111,7 +152,9 @@ def test_a_burst_counts_per_subject_and_forgets_quiet_subjects():
 
 def test_a_source_alert_names_each_new_offender_once_per_repeat_interval():
     clock = Clock()
-    watch = Watch([SourceRule("shop-only", type="shop.*", sources=("/shop",), repeat=60)], clock=clock)
+    watch = Watch(
+        [SourceRule("shop-only", type="shop.*", sources=("/shop",), repeat=60)], clock=clock
+    )
     assert watch.observe(obs(1)) == []
     first = watch.observe(obs(2, source="/evil"))
     assert [a.details["source"] for a in first] == ["/evil"]
@@ -126,7 +169,15 @@ def test_an_alert_is_one_json_line_with_rule_window_evidence_and_what_to_look_at
 
     sink_lines = []
     watch = Watch(
-        [RateRule("deletions", type="shop.customer.deleted", max=1, window=60, look_at="the admin console")],
+        [
+            RateRule(
+                "deletions",
+                type="shop.customer.deleted",
+                max=1,
+                window=60,
+                look_at="the admin console",
+            )
+        ],
         clock=Clock(),
         sinks=[lambda alert: sink_lines.append(alert.to_json())],
     )
@@ -153,4 +204,9 @@ def test_alerts_count_in_a_prometheus_counter_by_rule_and_kind():
     )
     for n in range(3):
         watch.observe(obs(n))
-    assert registry.get_sample_value("strangler_watch_alerts_total", {"rule": "deletions", "kind": "rate"}) == 1
+    assert (
+        registry.get_sample_value(
+            "strangler_watch_alerts_total", {"rule": "deletions", "kind": "rate"}
+        )
+        == 1
+    )

@@ -30,8 +30,16 @@ sources = ["/shop"]
 
 def envelope(n: int, type_: str = "shop.customer.deleted", source: str = "/shop") -> Envelope:
     return Envelope.from_structured(
-        {"specversion": "1.0", "id": f"0193a6c2-0000-7000-8000-{n:012d}", "source": source, "type": type_,
-         "subject": str(n), "time": "2026-11-29T10:00:00Z", "aggregatetype": "customer", "data": {"id": n}}
+        {
+            "specversion": "1.0",
+            "id": f"0193a6c2-0000-7000-8000-{n:012d}",
+            "source": source,
+            "type": type_,
+            "subject": str(n),
+            "time": "2026-11-29T10:00:00Z",
+            "aggregatetype": "customer",
+            "data": {"id": n},
+        }
     )
 
 
@@ -59,18 +67,45 @@ def test_ordinary_traffic_exits_0_with_no_alert(router):
     url, rules = router
     publish(url, [envelope(1, "shop.customer.registered"), envelope(2)])
 
-    result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--fail-on-alert", "--json")
+    result = run(
+        "--router",
+        url,
+        "--rules",
+        str(rules),
+        "--destination",
+        "customer",
+        "--once",
+        "--fail-on-alert",
+        "--json",
+    )
 
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"observed": 2, "alerts": 0, "rules": ["mass-deletion", "shop-only"]}
+    assert json.loads(result.stdout) == {
+        "observed": 2,
+        "alerts": 0,
+        "rules": ["mass-deletion", "shop-only"],
+    }
     assert result.stderr == ""
 
 
 def test_each_alert_is_a_json_line_on_stderr_and_fail_on_alert_exits_1(router):
     url, rules = router
-    publish(url, [envelope(n) for n in range(3)] + [envelope(9, "shop.customer.registered", source="/elsewhere")])
+    publish(
+        url,
+        [envelope(n) for n in range(3)]
+        + [envelope(9, "shop.customer.registered", source="/elsewhere")],
+    )
 
-    result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--fail-on-alert")
+    result = run(
+        "--router",
+        url,
+        "--rules",
+        str(rules),
+        "--destination",
+        "customer",
+        "--once",
+        "--fail-on-alert",
+    )
 
     assert result.exit_code == 1
     alerts = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
@@ -83,9 +118,22 @@ def test_each_alert_is_a_json_line_on_stderr_and_fail_on_alert_exits_1(router):
 def test_the_watch_resumes_its_own_group_so_a_second_run_sees_only_new_events(router):
     url, rules = router
     publish(url, [envelope(n) for n in range(3)])
-    assert run("--router", url, "--rules", str(rules), "--destination", "customer", "--once").exit_code == 0
+    assert (
+        run("--router", url, "--rules", str(rules), "--destination", "customer", "--once").exit_code
+        == 0
+    )
 
-    again = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--json", "--fail-on-alert")
+    again = run(
+        "--router",
+        url,
+        "--rules",
+        str(rules),
+        "--destination",
+        "customer",
+        "--once",
+        "--json",
+        "--fail-on-alert",
+    )
 
     assert again.exit_code == 0 and json.loads(again.stdout)["observed"] == 0
 
@@ -93,14 +141,16 @@ def test_the_watch_resumes_its_own_group_so_a_second_run_sees_only_new_events(ro
 def test_bad_rules_are_a_usage_error_naming_the_file_rule_and_key(router, tmp_path):
     url, _ = router
     bad = tmp_path / "bad.toml"
-    bad.write_text(textwrap.dedent("""
+    bad.write_text(
+        textwrap.dedent("""
         [[rule]]
         name = "mass-deletion"
         kind = "rate"
         type = "shop.customer.deleted"
         max = "lots"
         window = "1m"
-    """))
+    """)
+    )
 
     result = run("--router", url, "--rules", str(bad), "--destination", "customer", "--once")
 
@@ -142,7 +192,17 @@ def test_the_watch_posts_each_alert_to_a_webhook(router):
         publish(url, [envelope(n) for n in range(3)])
         hook = f"http://127.0.0.1:{server.server_address[1]}/alerts"
 
-        result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--webhook", hook)
+        result = run(
+            "--router",
+            url,
+            "--rules",
+            str(rules),
+            "--destination",
+            "customer",
+            "--once",
+            "--webhook",
+            hook,
+        )
     finally:
         server.shutdown()
         server.server_close()

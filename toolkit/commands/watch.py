@@ -18,22 +18,53 @@ from ..context import Problems, load
 @click.command(name="watch")
 @click.option("--router", "router_url", help="Router URL (default: router from config).")
 @click.option("--rules", "rules_path", help="Rules file (TOML; default: watch.rules from config).")
-@click.option("--destination", "destinations", multiple=True, required=True,
-              help="Stream / queue / subject / topic to watch, e.g. order; repeatable.")
-@click.option("--db", "db_url", help="Monolith database, for the gap rule (default: db from config).")
+@click.option(
+    "--destination",
+    "destinations",
+    multiple=True,
+    required=True,
+    help="Stream / queue / subject / topic to watch, e.g. order; repeatable.",
+)
+@click.option(
+    "--db", "db_url", help="Monolith database, for the gap rule (default: db from config)."
+)
 @click.option("--group", help="The watch's own consumer group (default: watch.group from config).")
-@click.option("--webhook", help="Also POST each alert as JSON to this URL (default: watch.webhook).")
-@click.option("--metrics-port", type=int, default=None,
-              help="Serve strangler_watch_alerts_total on this port (default: watch.metrics_port; 0: off).")
-@click.option("--key", "key_files", multiple=True, type=click.Path(dir_okay=False),
-              help="A reader's private key file: lets source and key rules see the producer's signing key.")
+@click.option(
+    "--webhook", help="Also POST each alert as JSON to this URL (default: watch.webhook)."
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve strangler_watch_alerts_total on this port (default: watch.metrics_port; 0: off).",
+)
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A reader's private key file: lets source and key rules see the producer's signing key.",
+)
 @click.option("--keys-dir", help="Folder with the producers' public keys (with --key).")
 @click.option("--once", is_flag=True, help="Read what is on the router, run every check, and exit.")
 @click.option("--fail-on-alert", is_flag=True, help="Exit 1 if any alert was raised.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.pass_context
-def command(ctx, router_url, rules_path, destinations, db_url, group, webhook, metrics_port, key_files,
-            keys_dir, once, fail_on_alert, as_json):
+def command(
+    ctx,
+    router_url,
+    rules_path,
+    destinations,
+    db_url,
+    group,
+    webhook,
+    metrics_port,
+    key_files,
+    keys_dir,
+    once,
+    fail_on_alert,
+    as_json,
+):
     """Watch the events on a router and alert on suspicious activity.
 
     \b
@@ -57,8 +88,16 @@ def command(ctx, router_url, rules_path, destinations, db_url, group, webhook, m
     from outbox.watch.run import run_watch
     from outbox.watch.sources import OutboxLedger, SourceError, group_lister
 
-    config = load(ctx, router=router_url, db=db_url, watch__rules=rules_path, watch__group=group,
-                  watch__webhook=webhook, watch__metrics_port=metrics_port, crypto__keys_dir=keys_dir)
+    config = load(
+        ctx,
+        router=router_url,
+        db=db_url,
+        watch__rules=rules_path,
+        watch__group=group,
+        watch__webhook=webhook,
+        watch__metrics_port=metrics_port,
+        crypto__keys_dir=keys_dir,
+    )
     try:
         rules = load_rules(config.watch.rules)
     except RulesError as exc:
@@ -75,13 +114,17 @@ def command(ctx, router_url, rules_path, destinations, db_url, group, webhook, m
         try:
             from prometheus_client import start_http_server
         except ImportError:
-            raise click.UsageError("--metrics-port needs prometheus-client: pip install 'strangler[all]'") from None
+            raise click.UsageError(
+                "--metrics-port needs prometheus-client: pip install 'strangler[all]'"
+            ) from None
         start_http_server(config.watch.metrics_port)
 
     ledger = None
     if any(isinstance(r, GapRule) for r in rules):
         if not config.db:
-            raise click.UsageError("the gap rule compares with the outbox: pass --db URL (or set db in config)")
+            raise click.UsageError(
+                "the gap rule compares with the outbox: pass --db URL (or set db in config)"
+            )
         ledger = OutboxLedger(config.db, table_name=config.outbox_table, destinations=destinations)
     lister = None
     if any(isinstance(r, GroupRule) for r in rules):
@@ -110,12 +153,21 @@ def command(ctx, router_url, rules_path, destinations, db_url, group, webhook, m
 
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)
+        }
     else:
         previous = {}
     try:
-        seen = run_watch(watch, config.router, destinations, group=config.watch.group, once=once, stop=stop,
-                         producer_kid_of=producer_kid_of)
+        seen = run_watch(
+            watch,
+            config.router,
+            destinations,
+            group=config.watch.group,
+            once=once,
+            stop=stop,
+            producer_kid_of=producer_kid_of,
+        )
     except RouterError as exc:
         raise click.UsageError(str(exc)) from None
     finally:
@@ -129,6 +181,8 @@ def command(ctx, router_url, rules_path, destinations, db_url, group, webhook, m
     if as_json:
         click.echo(json.dumps(summary))
     else:
-        click.echo(f"watched {seen} events with {len(rules)} rules: {watch.alerts_raised} alerts", err=True)
+        click.echo(
+            f"watched {seen} events with {len(rules)} rules: {watch.alerts_raised} alerts", err=True
+        )
     if fail_on_alert and watch.alerts_raised:
         raise Problems(f"{watch.alerts_raised} alert(s) raised")
