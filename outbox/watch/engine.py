@@ -491,7 +491,7 @@ class Watch:
 
     def _check_gap(self, rule: GapRule, now: float) -> list[Alert]:
         end = now - rule.grace
-        start = max(now - rule.window, self.started - rule.window)
+        start = now - rule.window
         alerts = []
         published = self.ledger.published_between(start, end)
         reading_from = self._reading_from_by_destination()
