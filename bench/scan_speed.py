@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("path", nargs="?", default=str(Path(sqlalchemy.__file__).parent))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory", action="store_true",
+                        help="also: peak RSS of a one-job scan of 10, 40 and 160 app copies, each in a fresh process")
     parser.add_argument("--app-copies", type=int, default=0, metavar="N",
                         help="instead of PATH, N copies of the labelled corpus and the sample shop: "
                              "an app-like tree dense with sites")
@@ -79,6 +83,16 @@ def main() -> None:
         t = statistics.median(times)
         print(f"{name:16} {t:8.2f} {lines / t:9.0f} {base / t:8.2f}")
     print(f"sites found: {sites}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.memory:
+        for copies in (10, 40, 160):
+            tree = _app_tree(copies)
+            code = ("import resource, sys; from codemods import runner; from codemods.detect import Settings; "
+                    "files = runner.discover([sys.argv[1]]); "
+                    "n = sum(len(r.sites) for r in runner.run(files, runner.Options(settings=Settings()), jobs=1)); "
+                    "print(len(files), n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+            out = subprocess.run([sys.executable, "-c", code, tree], capture_output=True, text=True, check=True)
+            files, found, rss = out.stdout.split()
+            print(f"memory: {copies:>3} app copies, {files:>5} files, {found:>6} sites: peak RSS {rss} MiB")
 
 
 if __name__ == "__main__":

@@ -374,7 +374,7 @@ class Detector:
     def _bind_params(self, node: cst.FunctionDef, fn: _Scope) -> None:
         params = node.params
         ordered = [*params.posonly_params, *params.params, *params.kwonly_params]
-        decorators = {code_of(d.decorator) for d in node.decorators}
+        decorators = {d.decorator.value for d in node.decorators if isinstance(d.decorator, cst.Name)}
         for i, param in enumerate(ordered):
             name = param.name.value
             if i == 0 and fn.owner and "staticmethod" not in decorators:
@@ -385,11 +385,7 @@ class Detector:
                 else:
                     fn.env[name] = Value("instance", cls=fn.owner)
                 continue
-            annotation = code_of(param.annotation.annotation) if param.annotation else None
-            if annotation and "[" in annotation:
-                annotation = annotation.split("[", 1)[1].rstrip("]").split(",")[0].strip()
-            if annotation:
-                annotation = annotation.strip("\"'")
+            annotation = _annotation_name(param.annotation.annotation) if param.annotation else None
             fn.env[name] = self.index.raw_value(self.modname, ("param", annotation, name), {})
         for star in (params.star_arg, params.star_kwarg):
             if isinstance(star, cst.Param):
@@ -1153,6 +1149,24 @@ class Detector:
                 if any(isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
                     return True
         return False
+
+
+def _annotation_name(node: cst.BaseExpression) -> str | None:
+    """``Session``, ``orm.Session``, ``Optional[Session]`` → the dotted name of the type, else None."""
+    if isinstance(node, cst.Subscript) and node.slice:
+        first = node.slice[0].slice
+        node = first.value if isinstance(first, cst.Index) else node.value
+    if isinstance(node, cst.SimpleString):
+        text = node.evaluated_value
+        return text if isinstance(text, str) and text.replace(".", "").isidentifier() else None
+    parts = []
+    while isinstance(node, cst.Attribute):
+        parts.append(node.attr.value)
+        node = node.value
+    if not isinstance(node, cst.Name):
+        return None
+    parts.append(node.value)
+    return ".".join(reversed(parts))
 
 
 def _constant_kwargs(args: Sequence[cst.Arg]) -> dict:
