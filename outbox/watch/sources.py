@@ -6,7 +6,8 @@
 * ``file://``: ``.groups/<group>/<destination>.offset`` — a group that has
   acknowledged at least one event of the destination (``events tail`` never
   acknowledges, so it never shows);
-* ``redis://``: ``XINFO GROUPS`` of each destination stream.
+* ``redis://``: ``XINFO GROUPS`` of each destination stream;
+* ``nats://``: the durable consumers of each destination's JetStream stream.
 
 ``OutboxLedger`` answers the gap rule from the outbox table.
 """
@@ -36,6 +37,8 @@ def group_lister(
         return _file_groups(router_url, list(destinations))
     if scheme in ("redis", "rediss"):
         return _redis_groups(router_url, list(destinations))
+    if scheme in ("nats", "tls", "nats+tls"):
+        return _nats_groups(router_url, list(destinations))
     return None
 
 
@@ -77,6 +80,31 @@ def _redis_groups(router_url: str, destinations: list[str]):
                 g["name"].decode() if isinstance(g["name"], bytes) else g["name"] for g in groups
             ]
         return out
+
+    listing.close = client.close  # type: ignore[attr-defined]
+    return listing
+
+
+def _nats_groups(router_url: str, destinations: list[str]):
+    from ..routers.common import split_options
+    from ..routers.nats import OPTIONS, _Client
+
+    url, opts = split_options(router_url, {}, OPTIONS)
+    client = _Client(url, opts)
+
+    async def consumers() -> dict[str, list[str]]:
+        js = await client.connect()
+        out: dict[str, list[str]] = {}
+        for destination in destinations:
+            try:
+                infos = await js.consumers_info(destination)
+            except client.nats.js.errors.NotFoundError:  # no such stream yet
+                infos = []
+            out[destination] = [info.name for info in infos]
+        return out
+
+    def listing() -> dict[str, list[str]]:
+        return client.loop.run(consumers(), timeout=30)
 
     listing.close = client.close  # type: ignore[attr-defined]
     return listing

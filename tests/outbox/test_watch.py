@@ -4,7 +4,7 @@ Every test runs the same shop: a monolith emits encrypted order and customer
 events in real transactions, the relay publishes them, billing, shipping and
 crm consume them with their inboxes, and the watch reads the router as its
 own group with every rule kind on. A pattern is then added on top. Each
-test runs on the file router and on Redis Streams (its own streams, removed after).
+test runs on the file router, Redis Streams and NATS JetStream (its own streams, removed after).
 """
 
 from __future__ import annotations
@@ -193,15 +193,31 @@ class Shop:
             client = redis.Redis.from_url(self.router_url)
             client.delete(*self.destinations)
             client.close()
+        elif self.router_url.startswith("nats"):
+            import asyncio
+
+            import nats
+
+            async def drop():
+                connection = await nats.connect(self.router_url)
+                for stream in self.destinations:
+                    try:
+                        await connection.jetstream().delete_stream(stream)
+                    except nats.js.errors.NotFoundError:
+                        pass
+                await connection.close()
+
+            asyncio.run(drop())
         self.engine.dispose()
         for consumer, _ in self.services.values():
             consumer.sessions.kw["bind"].dispose()
 
 
-@pytest.fixture(params=["file", "redis"])
+@pytest.fixture(params=["file", "redis", "nats"])
 def shop(request, tmp_path, sqlite_url):
-    if request.param == "redis":
-        shop = Shop(tmp_path, sqlite_url, service_url("redis"), suffix=f"_{uuid.uuid4().hex[:8]}")
+    if request.param in ("redis", "nats"):
+        url = service_url(request.param)
+        shop = Shop(tmp_path, sqlite_url, url, suffix=f"_{uuid.uuid4().hex[:8]}")
     else:
         shop = Shop(tmp_path, sqlite_url)
     yield shop

@@ -134,8 +134,8 @@ def command(
             raise click.UsageError(str(exc)) from None
         if lister is None:
             raise click.UsageError(
-                f"a groups rule needs the broker's consumer groups, which strangler reads on file:// and "
-                f"redis:// routers, not on {config.router.split('://', 1)[0]}://; remove the rule for this router"
+                f"a groups rule needs the broker's consumer groups, which strangler reads on file://, "
+                f"redis:// and nats:// routers, not on {config.router.split('://', 1)[0]}://; remove the rule for this router"
             )
 
     producer_kid_of = None
