@@ -209,3 +209,43 @@ def test_the_watch_posts_each_alert_to_a_webhook(router):
 
     assert result.exit_code == 0, result.output
     assert [(a["alert"], a["count"]) for a in received] == [("mass-deletion", 3)]
+
+
+def test_with_a_readers_key_the_watch_sees_which_producer_key_signed(tmp_path):
+    import dataclasses
+
+    from outbox.crypto import KeyRing, Sealer, new_key
+    from tests.outbox.crypto_helpers import make_world, sealed_envelope
+
+    world = make_world(tmp_path)
+    shop = world.sealer()
+    new_key(world.keys, "rogue", producer=True)
+    rogue = Sealer(KeyRing.load(world.keys), world.policy, producer="rogue")
+    url = f"file://{tmp_path}/events"
+    genuine = dataclasses.replace(sealed_envelope(shop, {"id": 1}), aggregatetype="order")
+    forged = dataclasses.replace(sealed_envelope(rogue, {"id": 2}), aggregatetype="order")
+    publish(url, [genuine, forged])
+    rules = tmp_path / "producers.toml"
+    rules.write_text(
+        '[[rule]]\nname = "shop-signs"\nkind = "source"\ntype = "shop.*"\nproducers = ["shop"]\n'
+    )
+    key = str(world.keys / "billing-1.private.jwk")
+
+    result = run(
+        "--router",
+        url,
+        "--rules",
+        str(rules),
+        "--destination",
+        "order",
+        "--once",
+        "--key",
+        key,
+        "--keys-dir",
+        str(world.keys),
+    )
+
+    assert result.exit_code == 0, result.output
+    (alert,) = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert alert["alert"] == "shop-signs" and alert["producer_kid"] == "rogue-1"
+    assert alert["evidence"] == [forged.id]
