@@ -44,7 +44,7 @@ from . import tracing
 from .envelope import Envelope
 from .leases import Leases, new_owner_id
 from .metrics import NullMetrics
-from .routers.base import PublishResult, Router
+from .routers.base import HELD_BACK, PublishResult, Router
 from .table import DEFAULT_TABLE_NAME, get_outbox_table
 
 log = logging.getLogger("strangler.relay")
@@ -180,6 +180,8 @@ class Relay:
 
     def run(self, *, once: bool = False) -> RelayStats:
         """Relay until ``stop()``; with ``once``, until nothing is left to claim. Return the totals."""
+        self._stop.clear()
+        self.stats = RelayStats()
         db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="strangler-relay-db")
         marks: collections.deque[concurrent.futures.Future] = collections.deque()
         prefetch: concurrent.futures.Future | None = None
@@ -246,12 +248,15 @@ class Relay:
                 self._result(prefetch)
             self._wait(marks)
         finally:
-            self._stop.set()
+            self._stop.set()  # ends the LISTEN thread
             try:
                 db.submit(self._shutdown).result(timeout=30)
             except Exception as exc:  # the leases expire on their own
                 log.warning("could not release leases: %s", exc, extra={"relay": {"event": "release_failed"}})
             db.shutdown(wait=True)
+            if self._listener is not None:
+                self._listener.join(5)
+                self._listener = None
         return self.stats
 
     def drain(self) -> RelayStats:
@@ -428,9 +433,13 @@ class Relay:
         now = _now()
         failed = dead = 0
         mono = time.monotonic()
+        failed_keys: set[tuple[str, str]] = set()
         for row in batch.rows:
             result = results.get(row.position)
             if result is None:
+                continue
+            if not result.ok and result.error == HELD_BACK and row.key in failed_keys:
+                del results[row.position]  # not sent: stays pending behind its key's failed row
                 continue
             if result.ok:
                 types[row.type] += 1
@@ -439,6 +448,7 @@ class Relay:
                 continue
             failed += 1
             if result.permanent:
+                failed_keys.add(row.key)
                 self.metrics.failed(row.type, "permanent")
                 if row.attempts + 1 >= self.options.max_attempts:
                     dead += 1

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import TLS_OPTIONS, as_int, require, split_options, tls_context, too_large
+from .common import KeyGate, TLS_OPTIONS, as_int, require, split_options, tls_context, too_large
 
 OPTIONS = ("max_bytes", "confirm_timeout", "prefetch", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -136,9 +136,14 @@ class AmqpRouter:
         try:
             self._connect()
             impl = self._channel._impl
+            gate = KeyGate()
             for index, event in enumerate(batch):
+                held = gate.held(event)
+                if held is not None:
+                    results[index] = held
+                    continue
                 if len(event.data) > self.max_bytes:
-                    results[index] = too_large(event.id, len(event.data), self.max_bytes, "amqp")
+                    results[index] = gate.fail(event, too_large(event.id, len(event.data), self.max_bytes, "amqp"))
                     continue
                 exchange = self.destinations.for_event(event)
                 if exchange not in self._declared:

@@ -15,6 +15,10 @@ group, keyed by URL scheme. Its guarantees, which the relay relies on and
   and counts permanent ones toward the row's dead letter.
 * Within one destination, events of one partition key published in one call,
   or in successive calls, are stored in that order.
+* Once an event fails before it is sent (too large, cannot be encoded), the
+  router sends none of the later events of the same partition key in that
+  call and reports them failed, not permanent, with ``HELD_BACK`` in the
+  error: the relay retries them after the failed one, so the key's order holds.
 * A router is used from one thread at a time; ``close()`` releases its
   connections and may be called twice.
 """
@@ -26,6 +30,10 @@ import fnmatch
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 from ..envelope import Envelope
+
+
+#: Error text of an event not sent because an earlier event of its partition key failed in the same call.
+HELD_BACK = "held back: an earlier event of its partition key failed in this batch"
 
 
 class RouterError(Exception):

@@ -6,7 +6,7 @@ import ssl
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from .base import PublishResult, RouterError
+from .base import HELD_BACK, PublishResult, RouterError
 
 #: TLS options every broker router takes, as keyword arguments or URL query parameters.
 TLS_OPTIONS = ("ca_file", "cert_file", "key_file")
@@ -70,3 +70,21 @@ def as_int(value: Any, name: str, url: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise RouterError(f"{url}: option {name}={value!r} must be an integer") from None
+
+
+class KeyGate:
+    """Remembers partition keys that failed in this call, so their later events are held back."""
+
+    def __init__(self):
+        self.failed: set[tuple[str, str]] = set()
+
+    def held(self, event) -> PublishResult | None:
+        """Return the held-back result for ``event`` if its key already failed in this call."""
+        if (event.aggregatetype, event.partitionkey) in self.failed:
+            return PublishResult(event.id, HELD_BACK)
+        return None
+
+    def fail(self, event, result: PublishResult) -> PublishResult:
+        """Record that ``event`` failed; return ``result``."""
+        self.failed.add((event.aggregatetype, event.partitionkey))
+        return result

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..envelope import Envelope, EnvelopeError
-from .base import Delivery, Destinations, PublishResult, RouterError
+from .base import HELD_BACK, Delivery, Destinations, PublishResult, RouterError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -57,9 +57,14 @@ class FileRouter:
         """Append ``batch``; every event is ok only once its file is fsynced."""
         results: dict[int, PublishResult] = {}
         by_destination: dict[str, list[tuple[int, bytes]]] = {}
+        failed_keys: set[tuple[str, str]] = set()
         for index, event in enumerate(batch):
+            if (event.aggregatetype, event.partitionkey) in failed_keys:
+                results[index] = PublishResult(event.id, HELD_BACK)
+                continue
             line = event.to_json() + b"\n"
             if len(line) > self.max_bytes:
+                failed_keys.add((event.aggregatetype, event.partitionkey))
                 results[index] = PublishResult(
                     event.id, f"event is {len(line)} bytes, over the file router's {self.max_bytes}", True
                 )

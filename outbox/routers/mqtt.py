@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import TLS_OPTIONS, as_int, require, split_options, too_large
+from .common import KeyGate, TLS_OPTIONS, as_int, require, split_options, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "client_id", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024 - 1024
@@ -131,9 +131,14 @@ class MqttRouter:
         if not self._connect():
             return [PublishResult(e.id, f"mqtt: cannot connect to {self._address[0]}:{self._address[1]}") for e in batch]
         sent: list[tuple[int, int]] = []
+        gate = KeyGate()
         for index, event in enumerate(batch):
+            held = gate.held(event)
+            if held is not None:
+                results[index] = held
+                continue
             if len(event.data) > self.max_bytes:
-                results[index] = too_large(event.id, len(event.data), self.max_bytes, "mqtt")
+                results[index] = gate.fail(event, too_large(event.id, len(event.data), self.max_bytes, "mqtt"))
                 continue
             info = self.client.publish(self.destinations.for_event(event), event.data, qos=1,
                                        properties=properties_of(event))

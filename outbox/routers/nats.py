@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import TLS_OPTIONS, require, split_options, tls_context, too_large
+from .common import KeyGate, TLS_OPTIONS, require, split_options, tls_context, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "duplicate_window", *TLS_OPTIONS)
 _TLS_SCHEMES = ("tls", "nats+tls")
@@ -175,11 +175,16 @@ class NatsRouter:
         limit = self.max_bytes or self.client.nc.max_payload
         futures: list[tuple[int, asyncio.Future]] = []
         try:
+            gate = KeyGate()
             for index, event in enumerate(batch):
+                held = gate.held(event)
+                if held is not None:
+                    results[index] = held
+                    continue
                 headers = headers_of(event)
                 size = len(event.data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
                 if size > limit:
-                    results[index] = too_large(event.id, size, limit, "nats")
+                    results[index] = gate.fail(event, too_large(event.id, size, limit, "nats"))
                     continue
                 destination = self.destinations.for_event(event)
                 await self._stream(js, destination)

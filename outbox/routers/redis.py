@@ -23,7 +23,7 @@ from typing import Sequence
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import TLS_OPTIONS, as_int, require, split_options, too_large
+from .common import KeyGate, TLS_OPTIONS, as_int, require, split_options, too_large
 
 OPTIONS = ("maxlen", "max_bytes", "consumer", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -86,11 +86,16 @@ class RedisRouter:
         results: list[PublishResult | None] = [None] * len(batch)
         pipe = self.client.pipeline(transaction=False)
         queued: list[int] = []
+        gate = KeyGate()
         for index, event in enumerate(batch):
+            held = gate.held(event)
+            if held is not None:
+                results[index] = held
+                continue
             fields = entry_fields(event)
             size = len(event.data) + sum(len(k) + len(v) for k, v in fields.items() if k != "data")
             if size > self.max_bytes:
-                results[index] = too_large(event.id, size, self.max_bytes, "redis")
+                results[index] = gate.fail(event, too_large(event.id, size, self.max_bytes, "redis"))
                 continue
             pipe.xadd(self.destinations.for_event(event), fields, maxlen=self.maxlen, approximate=True)
             queued.append(index)

@@ -14,7 +14,7 @@ Every router in strangler runs it, and so can a third-party router::
 
 The suite checks: one ok result per event, in batch order; order per key across
 batches and destinations; a partial failure (an event over ``max_bytes``) fails
-only that event, permanently; an unreachable broker fails a batch transiently
+only that event, permanently, and holds back the later events of its key; an unreachable broker fails a batch transiently
 without raising; ``close()`` twice; a round trip through the router's own
 subscription with the same attributes and data; acked events are not delivered
 again and unacked ones are; and what the broker holds, read with the broker's
@@ -44,6 +44,7 @@ import pytest
 
 from ..envelope import Envelope
 from ..routers import Destinations, open_router, open_subscription
+from ..routers.base import HELD_BACK
 
 
 def make_event(type: str = "shop.order.created", key: str = "1", aggregate: str = "order",
@@ -181,10 +182,13 @@ class RouterConformance:
         sub = subscription("g", "order")
         small = [make_event(key="1"), make_event(key="2")]
         big = make_event(key="3", data={"blob": "x" * 4096})
-        results = router(max_bytes=2048).publish([small[0], big, small[1]])
-        assert [r.ok for r in results] == [True, False, True]
+        follower = make_event(key="3")  # same key after the failed one: must not overtake it
+        results = router(max_bytes=2048).publish([small[0], big, follower, small[1]])
+        assert [r.ok for r in results] == [True, False, False, True]
         assert results[1].permanent and "bytes" in results[1].error
+        assert not results[2].permanent and results[2].error == HELD_BACK
         assert {d.envelope.id for d in receive_all(sub, 2)} == {small[0].id, small[1].id}
+        assert receive_all(sub, 1, timeout=1) == []
 
     def test_an_unreachable_broker_fails_the_batch_transiently_without_raising(self, unreachable_url, prefix):
         if unreachable_url is None:

@@ -1,0 +1,211 @@
+"""The relay: drains every backend, never skips a late commit, keeps order per key, fails well."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+
+import pytest
+from sqlalchemy import event as sa_event
+from sqlalchemy import insert, select, update
+
+from outbox import emit
+from outbox.maintenance import purge_published, retry_dead
+from outbox.relay import Relay, RelayOptions
+from outbox.routers import open_router
+from outbox.table import get_lease_table, partition_for
+from tests.outbox.relay_helpers import (
+    FlakyRouter, emit_events, file_events, first_seen_order, migrated_engine, outbox, pending_count, rows, wait_until,
+)
+
+FAST = dict(retry_base=0.05, retry_max=0.2, poll_interval=0.05, lease_seconds=5)
+
+
+@pytest.fixture
+def events_dir(tmp_path):
+    return tmp_path / "events"
+
+
+def test_drain_publishes_every_row_once_in_order_per_key_on_every_backend(database_url, events_dir):
+    engine = migrated_engine(database_url)
+    sent = emit_events(engine, [f"k{n}" for n in range(7)], per_key=40)
+    router = open_router(f"file://{events_dir}")
+    stats = Relay(engine, router, options=RelayOptions(batch=100)).drain()
+    assert stats.published == 280 and stats.failed == 0
+    assert first_seen_order(file_events(events_dir)) == sent
+    assert pending_count(engine) == 0
+    assert all(r.published_by for r in rows(engine))
+    engine.dispose()
+
+
+def test_a_row_that_commits_after_a_later_one_is_still_published(postgresql_url, events_dir):
+    engine = migrated_engine(postgresql_url)
+    relay = Relay(engine, open_router(f"file://{events_dir}"), options=RelayOptions(**FAST))
+    runner = threading.Thread(target=relay.run)
+    runner.start()
+    try:
+        slow = engine.connect()
+        slow_tx = slow.begin()
+        emit(slow, "shop.order.created", aggregate="order", key="early", data={"key": "early", "n": 0})
+        emit_events(engine, ["late"], per_key=5)  # higher positions, committed first
+        wait_until(lambda: len(file_events(events_dir)) == 5, what="the later rows to be published")
+        slow_tx.commit()
+        slow.close()
+        wait_until(lambda: len(file_events(events_dir)) == 6, what="the early row, committed last")
+    finally:
+        relay.stop()
+        runner.join(30)
+    positions = {json.loads(r.payload)["key"]: r.position for r in rows(engine)}
+    assert positions["early"] < positions["late"]
+    assert file_events(events_dir)[-1].subject == "early"
+    engine.dispose()
+
+
+def test_a_crash_between_publish_and_mark_publishes_again(sqlite_url, events_dir):
+    engine = migrated_engine(sqlite_url)
+    sent = emit_events(engine, ["a", "b"], per_key=10)
+
+    class CrashAfterPublish(FlakyRouter):
+        def publish(self, batch):
+            super().publish(batch)
+            raise KeyboardInterrupt("the process dies before marking")
+
+    with pytest.raises(KeyboardInterrupt):
+        Relay(engine, CrashAfterPublish(f"file://{events_dir}"), options=RelayOptions(**FAST)).drain()
+    assert len(file_events(events_dir)) == 20 and pending_count(engine) == 20  # published, never marked
+
+    Relay(engine, open_router(f"file://{events_dir}"), options=RelayOptions(**FAST)).drain()
+    assert pending_count(engine) == 0
+    assert len(file_events(events_dir)) == 40  # at least once: every event twice, same ids
+    assert first_seen_order(file_events(events_dir)) == sent
+    engine.dispose()
+
+
+def test_a_poison_row_goes_dead_with_its_error_while_other_keys_flow_and_retry_brings_it_back(sqlite_url, events_dir):
+    engine = migrated_engine(sqlite_url)
+    emit_events(engine, ["good"], per_key=3)
+    with engine.begin() as conn:
+        emit(conn, "shop.order.changed", aggregate="order", key="bad", data={"key": "bad", "n": 0, "poison": True})
+    emit_events(engine, ["bad"], per_key=3, start=1)
+    emit_events(engine, ["good"], per_key=1, start=3)
+    router = FlakyRouter(f"file://{events_dir}", poison=lambda e: b"poison" in e.data)
+    relay = Relay(engine, router, options=RelayOptions(max_attempts=3, **FAST))
+
+    relay.drain()
+    published = first_seen_order(file_events(events_dir))
+    assert published == {"good": [0, 1, 2, 3]}  # "bad" is held back behind its failed head row
+    [head] = [r for r in rows(engine) if r.aggregateid == "bad" and r.attempts]
+    assert head.attempts == 1 and "poison" in head.last_error and head.available_at is not None
+
+    wait_until(lambda: (relay.drain(), rows(engine))[1] and any(r.dead_at for r in rows(engine)),
+               what="the poison row to go dead")
+    relay.drain()
+    [dead] = [r for r in rows(engine) if r.dead_at]
+    assert dead.attempts == 3 and "rejected: poison" in dead.last_error and dead.payload  # payload kept
+    assert first_seen_order(file_events(events_dir))["bad"] == [1, 2, 3]  # its key flows again
+
+    assert retry_dead(engine).rows == 1
+    router.poison = lambda e: False
+    relay.drain()
+    assert pending_count(engine) == 0 and not any(r.dead_at for r in rows(engine))
+    assert first_seen_order(file_events(events_dir))["bad"] == [1, 2, 3, 0]
+    engine.dispose()
+
+
+def test_a_transform_that_raises_fails_its_row_and_holds_back_only_its_key(sqlite_url, events_dir):
+    engine = migrated_engine(sqlite_url)
+    sent = emit_events(engine, ["x", "y"], per_key=3)
+
+    def transform(envelope):
+        if envelope.subject == "x":
+            raise ValueError("no key for this reader")
+        return envelope
+
+    relay = Relay(engine, open_router(f"file://{events_dir}"), envelope_transform=transform,
+                  options=RelayOptions(max_attempts=5, **FAST))
+    relay.drain()
+    assert first_seen_order(file_events(events_dir)) == {"y": sent["y"]}
+    failed = [r for r in rows(engine) if r.attempts]
+    assert [r.aggregateid for r in failed] == ["x"]  # the head only; x's later rows wait untouched
+    assert "envelope transform failed: ValueError: no key for this reader" in failed[0].last_error
+    engine.dispose()
+
+
+def test_a_relay_that_lost_its_lease_cannot_mark(sqlite_url, events_dir):
+    engine = migrated_engine(sqlite_url)
+    emit_events(engine, ["a"], per_key=3)
+    leases = get_lease_table()
+    partition = partition_for("order", "a")
+
+    class LeaseStolenDuringPublish(FlakyRouter):
+        def publish(self, batch):
+            with engine.begin() as conn:  # another relay takes the partition meanwhile
+                conn.execute(update(leases).where(leases.c.lease_partition == partition)
+                             .values(owner="other-relay", fence=leases.c.fence + 1,
+                                     expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)))
+            return super().publish(batch)
+
+    relay = Relay(engine, LeaseStolenDuringPublish(f"file://{events_dir}"), options=RelayOptions(**FAST))
+    stats = relay.drain()
+    assert len(file_events(events_dir)) == 3  # published (at least once) ...
+    assert pending_count(engine) == 3 and stats.lost_marks == 3  # ... but never marked by the fenced relay
+    engine.dispose()
+
+
+def test_purge_deletes_only_old_published_rows_in_bounded_batches(sqlite_url):
+    engine = migrated_engine(sqlite_url)
+    now = dt.datetime.now(dt.timezone.utc)
+    old = now - dt.timedelta(days=10)
+    base = dict(aggregatetype="order", aggregateid="1", type="shop.order.x", payload=b"{}", timestamp=old,
+                source="/t", content_type="application/json", lease_partition=0, published_at=None, dead_at=None)
+    with engine.begin() as conn:
+        conn.execute(insert(outbox), [dict(base, id=f"p{n}", published_at=old) for n in range(2500)]
+                     + [dict(base, id="recent", published_at=now), dict(base, id="pending"),
+                        dict(base, id="dead", dead_at=old)])
+    deletes = []
+    sa_event.listen(engine, "before_cursor_execute",
+                    lambda conn, cur, statement, params, ctx, many: deletes.append(statement)
+                    if statement.lstrip().upper().startswith("DELETE") else None)
+    result = purge_published(engine, now - dt.timedelta(days=1), batch_size=1000)
+    assert (result.rows, result.batches) == (2500, 3)
+    assert len(deletes) == 3 and all("IN (" in d.upper() or "IN(" in d.upper() for d in deletes)
+    assert sorted(r.id for r in rows(engine)) == ["dead", "pending", "recent"]
+    assert purge_published(engine, now - dt.timedelta(days=1), batch_size=1000, max_batches=1).rows == 0
+    engine.dispose()
+
+
+def test_the_traceparent_captured_at_emit_travels_with_the_event(sqlite_url, events_dir):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    engine = migrated_engine(sqlite_url)
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("checkout") as span:
+        with engine.begin() as conn:
+            emit(conn, "shop.order.created", aggregate="order", key="1", data={"n": 0})
+        context = span.get_span_context()
+    Relay(engine, open_router(f"file://{events_dir}"), options=RelayOptions(**FAST)).drain()
+    [event] = file_events(events_dir)
+    assert event.traceparent == f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    engine.dispose()
+
+
+def test_partitions_are_shared_between_relays(sqlite_url, events_dir):
+    engine = migrated_engine(sqlite_url)
+    first = Relay(engine, open_router(f"file://{events_dir}"), options=RelayOptions(**FAST))
+    second = Relay(engine, open_router(f"file://{events_dir}"), options=RelayOptions(**FAST))
+    now = dt.datetime.now(dt.timezone.utc)
+    with engine.begin() as conn:
+        assert len(first.leases.refresh(conn, now)) == 64
+    with engine.begin() as conn:
+        assert second.leases.refresh(conn, now) == []  # all taken; it is now a live member
+    with engine.begin() as conn:
+        first.leases.refresh(conn, now)  # sees two relays: gives back half
+    with engine.begin() as conn:
+        assert len(second.leases.refresh(conn, now)) == 32
+    assert set(first.leases.state.held).isdisjoint(second.leases.state.held)
+    leases = get_lease_table()
+    with engine.connect() as conn:
+        fences = dict(conn.execute(select(leases.c.lease_partition, leases.c.fence)).all())
+    assert {fences[p] for p in second.leases.state.held} == {2}  # taken twice: fence moved twice
+    engine.dispose()
