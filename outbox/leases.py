@@ -26,10 +26,11 @@ import socket
 import uuid
 
 from sqlalchemy import Table, and_, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from .table import PARTITIONS, get_lease_table, get_outbox_table
+
 
 def new_owner_id() -> str:
     """Return a relay identity: host, pid and a random suffix (unique across restarts)."""

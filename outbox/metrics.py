@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 #: Seconds: batch publish latency, from a few ms to the broker's worst day.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -120,7 +120,7 @@ class MetricsServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     body, status, ctype = outer.metrics.exposition(), 200, outer.metrics.prom.CONTENT_TYPE_LATEST
@@ -149,7 +149,7 @@ class MetricsServer:
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="strangler-metrics", daemon=True)
 
-    def start(self) -> "MetricsServer":
+    def start(self) -> MetricsServer:
         """Start serving in a daemon thread; return self."""
         self._thread.start()
         return self

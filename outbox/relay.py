@@ -35,7 +35,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import and_, not_, or_, select, update
 from sqlalchemy.engine import Engine
@@ -117,7 +117,7 @@ class _Batch:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Relay:

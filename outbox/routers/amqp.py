@@ -27,12 +27,12 @@ destination's exchange; ``ack`` is ``basic.ack``, ``nack`` requeues.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import KeyGate, TLS_OPTIONS, as_int, require, split_options, tls_context, too_large
+from .common import TLS_OPTIONS, KeyGate, as_int, require, split_options, tls_context, too_large
 
 OPTIONS = ("max_bytes", "confirm_timeout", "prefetch", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -181,7 +181,7 @@ class AmqpRouter:
         self._drop()
 
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "AmqpSubscription":
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> AmqpSubscription:
         """Consume ``destinations`` (exchanges) through the durable queue ``group``."""
         return AmqpSubscription(url, group, destinations, **options)
 

@@ -28,12 +28,12 @@ import queue
 import threading
 import time
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import KeyGate, TLS_OPTIONS, as_int, require, split_options, too_large
+from .common import TLS_OPTIONS, KeyGate, as_int, require, split_options, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "client_id", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024 - 1024
@@ -174,7 +174,7 @@ class MqttRouter:
             self.client.loop_stop()
 
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "MqttSubscription":
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> MqttSubscription:
         """Subscribe to ``destinations`` (topics) in the persistent session ``group``."""
         return MqttSubscription(url, group, destinations, **options)
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import KeyGate, TLS_OPTIONS, require, split_options, tls_context, too_large
+from .common import TLS_OPTIONS, KeyGate, require, split_options, tls_context, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "duplicate_window", *TLS_OPTIONS)
 _TLS_SCHEMES = ("tls", "nats+tls")
@@ -222,7 +223,7 @@ class NatsRouter:
         self.client.close()
 
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "NatsSubscription":
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> NatsSubscription:
         """Read ``destinations`` (streams) through durable pull consumers named ``group``."""
         return NatsSubscription(url, group, destinations, **options)
 
@@ -268,7 +269,7 @@ class NatsSubscription:
                 break
             try:
                 messages = await sub.fetch(max_events - len(out), timeout=per)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             except self.client.nats.errors.TimeoutError:
                 continue

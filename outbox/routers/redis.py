@@ -19,11 +19,11 @@ start of the stream so nothing published before the first subscribe is missed;
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import KeyGate, TLS_OPTIONS, as_int, require, split_options, too_large
+from .common import TLS_OPTIONS, KeyGate, as_int, require, split_options, too_large
 
 OPTIONS = ("maxlen", "max_bytes", "consumer", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -124,7 +124,7 @@ class RedisRouter:
             self.client.close()
 
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "RedisSubscription":
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> RedisSubscription:
         """Read ``destinations`` (streams) as consumer group ``group``."""
         return RedisSubscription(url, group, destinations, **options)
 

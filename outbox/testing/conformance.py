@@ -52,7 +52,7 @@ def make_event(type: str = "shop.order.created", key: str = "1", aggregate: str 
     """Return a valid event of ``aggregate``/``key`` with JSON ``data``."""
     return Envelope(
         id=str(uuid.uuid4()), source="/conformance", type=type, subject=key,
-        time=dt.datetime.now(dt.timezone.utc),
+        time=dt.datetime.now(dt.UTC),
         data=json.dumps(data if data is not None else {"key": key}).encode(),
         aggregatetype=aggregate, partitionkey=key, **attrs,
     )
@@ -258,4 +258,4 @@ def _rfc3339(value: Any) -> str:
 
 
 def _parse(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from sqlalchemy import create_engine, select
 

@@ -16,7 +16,15 @@ from outbox.relay import Relay, RelayOptions
 from outbox.routers import open_router
 from outbox.table import get_lease_table, partition_for
 from tests.outbox.relay_helpers import (
-    FlakyRouter, emit_events, file_events, first_seen_order, migrated_engine, outbox, pending_count, rows, wait_until,
+    FlakyRouter,
+    emit_events,
+    file_events,
+    first_seen_order,
+    migrated_engine,
+    outbox,
+    pending_count,
+    rows,
+    wait_until,
 )
 
 FAST = dict(retry_base=0.05, retry_max=0.2, poll_interval=0.05, lease_seconds=5)
@@ -143,7 +151,7 @@ def test_a_relay_that_lost_its_lease_cannot_mark(sqlite_url, events_dir):
             with engine.begin() as conn:  # another relay takes the partition meanwhile
                 conn.execute(update(leases).where(leases.c.lease_partition == partition)
                              .values(owner="other-relay", fence=leases.c.fence + 1,
-                                     expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)))
+                                     expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)))
             return super().publish(batch)
 
     relay = Relay(engine, LeaseStolenDuringPublish(f"file://{events_dir}"), options=RelayOptions(**FAST))
@@ -155,7 +163,7 @@ def test_a_relay_that_lost_its_lease_cannot_mark(sqlite_url, events_dir):
 
 def test_purge_deletes_only_old_published_rows_in_bounded_batches(sqlite_url):
     engine = migrated_engine(sqlite_url)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     old = now - dt.timedelta(days=10)
     base = dict(aggregatetype="order", aggregateid="1", type="shop.order.x", payload=b"{}", timestamp=old,
                 source="/t", content_type="application/json", lease_partition=0, published_at=None, dead_at=None)
@@ -194,7 +202,7 @@ def test_partitions_are_shared_between_relays(sqlite_url, events_dir):
     engine = migrated_engine(sqlite_url)
     first = Relay(engine, open_router(f"file://{events_dir}"), options=RelayOptions(**FAST))
     second = Relay(engine, open_router(f"file://{events_dir}"), options=RelayOptions(**FAST))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
         assert len(first.leases.refresh(conn, now)) == 64
     with engine.begin() as conn:

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 
 import pytest
 from sqlalchemy import select
@@ -22,7 +21,14 @@ from outbox.routers import open_router
 from outbox.table import get_lease_table
 from outbox.testing.services import require_module
 from tests.outbox.relay_helpers import (
-    emit_events, file_events, first_seen_order, free_port, migrated_engine, outbox, pending_count, rows, wait_until,
+    emit_events,
+    file_events,
+    first_seen_order,
+    free_port,
+    migrated_engine,
+    pending_count,
+    rows,
+    wait_until,
 )
 
 

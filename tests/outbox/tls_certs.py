@@ -28,7 +28,7 @@ def _write(folder: Path, stem: str, cert, key) -> tuple[Path, Path]:
 def make_certificates(folder: Path) -> dict[str, Path]:
     """Write ca.crt, server.crt/key (127.0.0.1, localhost) and client.crt/key into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder().subject_name(_name("strangler test CA")).issuer_name(_name("strangler test CA"))

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -18,7 +19,7 @@ class JsonLines(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -29,13 +30,20 @@ class JsonLines(logging.Formatter):
         return json.dumps(doc, separators=(",", ":"))
 
 
-def _logging(level: str) -> None:
+def _logging(level: str) -> Callable[[], None]:
+    """Send the ``strangler`` loggers to stderr as JSON lines; return what undoes it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     logger = logging.getLogger("strangler")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+
+    def restore() -> None:
+        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+    return restore
 
 
 @click.command(name="relay")
@@ -64,14 +72,21 @@ def command(ctx: click.Context, db, router_url, once, batch, metrics_port, max_a
       strangler relay --db sqlite:///shop.db --router file://./events --once
       strangler relay --db sqlite:///shop.db --router amqp://guest:guest@127.0.0.1/%2F --metrics-port 9464
     """
+    config = load(ctx, db=db, router=router_url, relay__batch=batch, relay__metrics_port=metrics_port,
+                  relay__max_attempts=max_attempts)
+    restore_logging = _logging(log_level)
+    try:
+        _run(config, once)
+    finally:
+        restore_logging()
+
+
+def _run(config, once: bool) -> None:
     from outbox.relay import Relay, RelayOptions
     from outbox.routers import RouterError, open_router
 
     from .outbox import engine_for
 
-    config = load(ctx, db=db, router=router_url, relay__batch=batch, relay__metrics_port=metrics_port,
-                  relay__max_attempts=max_attempts)
-    _logging(log_level)
     engine = engine_for(config.db)
     try:
         router = open_router(config.router)
