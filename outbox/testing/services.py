@@ -6,6 +6,7 @@ suite; in CI a missing service is a broken machine, never a silent skip.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from urllib.parse import urlsplit
@@ -46,9 +47,9 @@ def service_url(name: str) -> str:
 
 
 def require_module(module: str, extra: str):
-    """Import ``module`` or skip (fail in CI) naming the extra that installs it."""
+    """Import and return ``module``, or skip (fail in CI) naming the extra that installs it."""
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError:
         reason = f"{module} is not installed: pip install 'strangler[{extra}]'"
         if in_ci():

@@ -13,9 +13,12 @@ from outbox import Envelope, emit, outbox_table, settings
 from outbox import migrate as outbox_migrate
 from outbox.routers import open_router
 from sample_monolith.services.notifications import build_consumer, dispatch_mail, migrate, render_confirmation
+from outbox.testing.services import require_module
 from toolkit.cli import cli
 
-pytest.importorskip("joserfc")
+@pytest.fixture(autouse=True)
+def _crypto_extra():
+    require_module("joserfc", "crypto")
 
 
 @pytest.fixture

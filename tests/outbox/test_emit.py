@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from outbox import EmitError, emit, outbox_table
 from outbox import migrate as outbox_migrate
+from outbox.testing.services import require_module
 from tests.outbox.models import Base, Customer, Invoice, Money, Order, OrderLine, Status
 from tests.outbox.writers import write_orders
 
@@ -274,8 +275,8 @@ def test_dbapi_connection_of_a_legacy_module(sqlite_url):
 
 
 def test_traceparent_is_captured_inside_a_span(engine):
-    trace = pytest.importorskip("opentelemetry.trace")
-    sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+    trace = require_module("opentelemetry.trace", "tracing")
+    sdk_trace = require_module("opentelemetry.sdk.trace", "tracing")
     tracer = sdk_trace.TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("checkout") as span:
         with Session(engine) as session:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from outbox import emit, outbox_table, settings
 from outbox import migrate as outbox_migrate
+from outbox.testing.services import require_module
 from toolkit.cli import cli
 
 
@@ -22,7 +23,7 @@ def test_source_and_table_come_from_the_environment(monkeypatch):
 
 
 def test_a_policy_in_the_environment_seals_events_at_emit(monkeypatch, tmp_path, sqlite_url):
-    pytest.importorskip("joserfc")
+    require_module("joserfc", "crypto")
     keys = tmp_path / "keys"
     policy = tmp_path / "policy.toml"
     policy.write_text('[readers]\n"shop.order.*" = ["notifications"]\n[trust]\nnotifications = ["shop"]\n')
