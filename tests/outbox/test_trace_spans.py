@@ -21,9 +21,12 @@ from sqlalchemy import create_engine
 
 from outbox import inbox
 from outbox.migrate import standalone_config, upgrade
-from outbox.testing.services import service_url
+from outbox.testing.services import require_module, service_url
 
-pytest.importorskip("opentelemetry.sdk.trace")
+
+@pytest.fixture(autouse=True)
+def _tracing_extra():
+    require_module("opentelemetry.sdk.trace", "tracing")
 
 PROCESS = textwrap.dedent("""
     import json, sys
