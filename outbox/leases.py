@@ -25,7 +25,7 @@ import os
 import socket
 import uuid
 
-from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from sqlalchemy import Table, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -156,15 +156,19 @@ class Leases:
                     held[p] = f
         return taken
 
-    def fence_condition(self, outbox, fences: dict[int, int]):
-        """Return a WHERE clause: the row's partition is still ours with the fence we claimed it under."""
+    def still_held(self, conn: Connection, fences: dict[int, int]) -> set[int]:
+        """Return the partitions of ``fences`` still ours under the same fence, locked until commit.
+
+        The lease rows are read ``FOR SHARE`` (PostgreSQL, MariaDB), so no relay
+        can take them before the caller's writes commit; SQLite's single writer
+        gives the same. Writes to rows of any other partition must not happen.
+        """
         t = self.table
-        pairs = [and_(t.c.lease_partition == p, t.c.fence == f) for p, f in sorted(fences.items())]
-        return (
-            select(t.c.lease_partition)
-            .where(t.c.lease_partition == outbox.c.lease_partition, t.c.owner == self.owner, or_(*pairs))
-            .exists()
-        )
+        query = select(t.c.lease_partition, t.c.fence).where(t.c.owner == self.owner)
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update(read=True)
+        current = dict(conn.execute(query).all())
+        return {p for p, f in fences.items() if current.get(p) == f}
 
     def release_all(self, conn: Connection) -> None:
         """Give back every partition and leave the membership table (clean shutdown)."""
