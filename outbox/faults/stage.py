@@ -1,0 +1,476 @@
+"""The stage a fault scenario runs on: a private outbox table, a private destination prefix, processes.
+
+Nothing here touches a user's own events: the outbox, its lease and relay
+tables, the effects table and the Alembic version table are all named after
+the stage (``sv<hex>_outbox`` …), every broker destination and consumer group
+carries the stage's prefix, and ``drop()`` removes all of it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    create_engine,
+    delete,
+    func,
+    inspect,
+    pool,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine
+
+from .. import inbox
+from ..table import get_outbox_table
+
+#: Aggregate type of the scenario's events; its destination is ``<prefix>item``.
+AGGREGATE = "item"
+EVENT_TYPE = "fault.item.changed"
+
+
+class StageError(RuntimeError):
+    """The stage cannot be set up (database, broker, or a process that would not start)."""
+
+
+def with_query(url: str, **params: Any) -> str:
+    """Return ``url`` with query parameters added or replaced."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query += [(k, str(v)) for k, v in params.items() if v is not None]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def effects_table(outbox_name: str) -> Table:
+    """The handler's effects: one row per time the handler ran and committed (no unique key on purpose)."""
+    name = f"{outbox_name}_effects"
+    return Table(
+        name,
+        MetaData(),
+        Column("n", BigInteger().with_variant(Integer(), "sqlite"), autoincrement=True, nullable=False),
+        Column("event_id", String(64), nullable=False),
+        Column("agg", String(64), nullable=False),
+        Column("seq", Integer(), nullable=False),
+        Column("pid", Integer(), nullable=False),
+        PrimaryKeyConstraint("n", name=f"pk_{name}"),
+    )
+
+
+def spare_port() -> int:
+    """Return a TCP port that was free a moment ago on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A child process of a scenario: started in its own session, logs to a file, killed by pid."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], cwd: Path, log: Path, role: str):
+        self.role = role
+        self.log = log
+        self._out = open(log, "ab")
+        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no flush, no lease release."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait()
+        self._out.close()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait; SIGKILL after ``timeout``. Return the exit code."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.popen.returncode
+        self._out.close()
+        return code
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to end on its own; return its exit code."""
+        code = self.popen.wait(timeout)
+        self._out.close()
+        return code
+
+    def rss_kib(self) -> int | None:
+        """Resident memory of the process in KiB (Linux), None once it ended."""
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of the process's log (for failure messages)."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclasses.dataclass
+class Stage:
+    """A private outbox table, destination prefix and working folder on a user's database and broker."""
+
+    db_url: str
+    router_url: str
+    workdir: Path
+    name: str = dataclasses.field(default_factory=lambda: f"sv{uuid.uuid4().hex[:10]}")
+    lease_seconds: float = 2.0
+    router_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(self.db_url, poolclass=pool.NullPool)
+        self.outbox = get_outbox_table(self.table)
+        self.effects = effects_table(self.table)
+        self.processes: list[Process] = []
+        self._created_inbox = False
+        self._sequence = 0
+
+    # -- names --------------------------------------------------------------------------------
+
+    @property
+    def table(self) -> str:
+        """The private outbox table."""
+        return f"{self.name}_outbox"
+
+    @property
+    def prefix(self) -> str:
+        """Put before every destination and consumer group on the broker."""
+        return f"{self.name}_"
+
+    @property
+    def consumer_name(self) -> str:
+        """The consumer (service) whose inbox and effects are checked."""
+        return f"{self.name}_svc"
+
+    @property
+    def checker_group(self) -> str:
+        """The consumer group that reads back everything the broker holds."""
+        return f"{self.prefix}check"
+
+    def routed_url(self, **options: Any) -> str:
+        """The router URL with the stage's destination prefix and router options."""
+        return with_query(self.router_url, destination_prefix=self.prefix, **{**self.router_options, **options})
+
+    @property
+    def destinations(self) -> list[str]:
+        """Destinations (unprefixed) the scenario's events go to."""
+        return [AGGREGATE, "blocked"]
+
+    # -- set-up and tear-down ---------------------------------------------------------------
+
+    def create(self) -> None:
+        """Create the private outbox (by its migrations), the effects table and the inbox if missing."""
+        from ..migrate import standalone_config, upgrade
+
+        cfg = standalone_config(self.db_url, table_name=self.table)
+        cfg.set_main_option("version_table", f"{self.name}_version")
+        try:
+            upgrade(cfg)
+        except Exception as exc:
+            raise StageError(f"cannot create the private outbox {self.table} in {self._safe_db()}: {exc}") from exc
+        with self.engine.begin() as conn:
+            if not inspect(conn).has_table(inbox.INBOX_TABLE):
+                self._created_inbox = True
+            inbox.metadata.create_all(conn, checkfirst=True)
+            self.effects.create(conn)
+        self.prepare_broker()
+
+    def prepare_broker(self) -> None:
+        """Open (and close) the checker's and the consumer's subscriptions before events flow.
+
+        A RabbitMQ topic exchange drops messages no queue is bound to; declaring
+        the queues first makes them hold everything the relay publishes.
+        """
+        from ..routers import open_subscription
+
+        for group in (self.checker_group, self.consumer_name):
+            try:
+                sub = open_subscription(self.routed_url(), group=group, destinations=self.destinations)
+            except Exception as exc:
+                raise StageError(f"cannot subscribe to {self.router_url}: {exc}") from exc
+            sub.close()
+
+    def drop(self) -> None:
+        """Remove every table, row, destination and process of the stage."""
+        for process in self.processes:
+            if process.alive():
+                process.kill()
+        with contextlib.suppress(Exception):
+            self._drop_tables()
+        with contextlib.suppress(Exception):
+            cleanup_broker(self.router_url, self.prefix, [self.prefix + d for d in self.destinations],
+                           [self.checker_group, self.consumer_name])
+        self.engine.dispose()
+
+    def _drop_tables(self) -> None:
+        with self.engine.begin() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            for name in (f"{self.table}_effects", f"{self.table}_relays", f"{self.table}_leases", self.table,
+                         f"{self.name}_version"):
+                conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+            if postgres:
+                conn.execute(text(f"DROP FUNCTION IF EXISTS {self.table}_notify()"))
+            if self._created_inbox:
+                inbox.metadata.drop_all(conn, checkfirst=True)
+            else:
+                conn.execute(delete(inbox.inbox_table).where(inbox.inbox_table.c.consumer == self.consumer_name))
+                conn.execute(delete(inbox.dead_letter_table).where(
+                    inbox.dead_letter_table.c.consumer == self.consumer_name))
+
+    def _safe_db(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # -- processes -------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """Environment of the stage's processes: the private table, short leases, no encryption."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STRANGLER_")}
+        env.update({
+            "STRANGLER_OUTBOX_TABLE": self.table,
+            "STRANGLER_SOURCE": "/strangler-verify",
+            "STRANGLER_CRYPTO_ENCRYPT_AT": "off",
+            "STRANGLER_RELAY_LEASE_SECONDS": str(self.lease_seconds),
+            "STRANGLER_RELAY_POLL_INTERVAL": "0.2",
+            "PYTHONUNBUFFERED": "1",
+        })
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def spawn(self, role: str, args: list[str]) -> Process:
+        """Start ``python <args>`` as a process of the stage."""
+        self._sequence += 1
+        log = self.workdir / f"{self._sequence:03d}-{role}.log"
+        process = Process([sys.executable, *args], env=self.env(), cwd=self.workdir, log=log, role=role)
+        self.processes.append(process)
+        return process
+
+    def start_relay(self, *, batch: int = 20, router_url: str | None = None, max_attempts: int = 10,
+                    db_url: str | None = None) -> Process:
+        """Start ``strangler relay`` on the stage's table and router."""
+        return self.spawn("relay", [
+            "-m", "toolkit", "relay", "--db", db_url or self.db_url, "--router", router_url or self.routed_url(),
+            "--batch", str(batch), "--max-attempts", str(max_attempts), "--log-level", "warning",
+        ])
+
+    def start_writer(self, index: int, aggregates: range, *, max_events: int, pace: float, stop_file: Path,
+                     pad: int = 0, per_txn: int = 3, hold: float = 0.0, holds: int = 0) -> Process:
+        """Start a writer process emitting sequenced events for ``aggregates``; it reports to a file."""
+        return self.spawn(f"writer{index}", [
+            "-m", "outbox.faults.worker", "write", "--db", self.db_url, "--table", self.table,
+            "--first", str(aggregates.start), "--stop", str(aggregates.stop), "--max-events", str(max_events),
+            "--pace", str(pace), "--stop-file", str(stop_file), "--pad", str(pad), "--per-txn", str(per_txn),
+            "--hold", str(hold), "--holds", str(holds), "--seed", str(index),
+            "--report", str(self.report_path(index)),
+        ])
+
+    def start_consumer(self, *, handler_ms: float = 0.0, die_before_ack: float = 0.0, batch: int = 20,
+                       idle_seconds: float = 2.0) -> Process:
+        """Start a consumer process with an inbox; it exits 0 once the broker stays empty ``idle_seconds``."""
+        return self.spawn("consumer", [
+            "-m", "outbox.faults.worker", "consume", "--db", self.db_url, "--table", self.table,
+            "--router", self.routed_url(), "--name", self.consumer_name, "--handler-ms", str(handler_ms),
+            "--die-before-ack", str(die_before_ack), "--batch", str(batch), "--idle-seconds", str(idle_seconds),
+            "--log", str(self.delivery_log),
+        ])
+
+    def report_path(self, index: int) -> Path:
+        """Where writer ``index`` writes what it committed."""
+        return self.workdir / f"writer-{index}.json"
+
+    @property
+    def delivery_log(self) -> Path:
+        """One JSON line per delivery the consumer finished: event id and outcome."""
+        return self.workdir / "deliveries.jsonl"
+
+    def produced(self) -> dict[str, int]:
+        """Committed events per aggregate, from the writers' reports: aggregate → count (seq 0..count-1)."""
+        out: dict[str, int] = {}
+        for path in sorted(self.workdir.glob("writer-*.json")):
+            out.update(json.loads(path.read_text()))
+        return out
+
+    # -- the database's view ------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Rows of the private outbox: total, published, dead, pending."""
+        t = self.outbox
+        with self.engine.connect() as conn:
+            total, published, dead = conn.execute(select(
+                func.count(),
+                func.count(t.c.published_at),
+                func.count(t.c.dead_at),
+            )).one()
+        return {"total": total, "published": published, "dead": dead, "pending": total - published - dead}
+
+    def wait_for(self, predicate, *, timeout: float, what: str, poll: float = 0.1) -> None:
+        """Wait until ``predicate()`` holds; raise StageError naming ``what`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if predicate():
+                    return
+            except Exception:  # the database may be unreachable on purpose for a moment
+                pass
+            if time.monotonic() > deadline:
+                raise StageError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(poll)
+
+    def wait_drained(self, *, timeout: float = 120.0) -> dict[str, int]:
+        """Wait until no row is pending (each is published or dead); return the counts."""
+        self.wait_for(lambda: self.counts()["pending"] == 0, timeout=timeout, what="the relay to drain the outbox")
+        return self.counts()
+
+    def max_lag(self) -> float:
+        """Longest time from emit to the relay's mark, in seconds, over published rows."""
+        t = self.outbox
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.timestamp, t.c.published_at).where(t.c.published_at.is_not(None))).all()
+        return max(((p - e).total_seconds() for e, p in rows), default=0.0)
+
+
+# -- brokers ------------------------------------------------------------------------------------
+
+
+def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups: list[str]) -> None:
+    """Delete the stage's streams / exchanges / queues on the broker (best effort)."""
+    scheme = urlsplit(router_url).scheme
+    if scheme in ("redis", "rediss"):
+        import redis
+
+        client = redis.Redis.from_url(router_url.split("?", 1)[0], socket_timeout=5)
+        try:
+            for key in client.scan_iter(match=f"{prefix}*"):
+                client.delete(key)
+        finally:
+            client.close()
+    elif scheme in ("amqp", "amqps"):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(router_url.split("?", 1)[0]))
+        try:
+            channel = connection.channel()
+            for queue in groups:
+                channel.queue_delete(queue)
+            for exchange in destinations:
+                channel.exchange_delete(exchange)
+        finally:
+            connection.close()
+    elif scheme in ("nats", "tls", "nats+tls"):
+        import asyncio
+
+        import nats
+
+        async def work():
+            nc = await nats.connect(router_url.split("?", 1)[0].replace("nats+tls://", "tls://"), connect_timeout=3)
+            try:
+                js = nc.jetstream()
+                for info in await js.streams_info():
+                    if info.config.name.startswith(prefix):
+                        await js.delete_stream(info.config.name)
+            finally:
+                await nc.close()
+
+        asyncio.run(work())
+
+
+class PrivateBroker:
+    """A broker instance of the scenario's own, on a spare port, that the scenario stops and starts."""
+
+    def __init__(self, scheme: str, workdir: Path):
+        self.scheme = scheme
+        self.dir = Path(workdir) / f"{scheme}-data"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = spare_port()
+        self.process: subprocess.Popen | None = None
+        binary = {"redis": "redis-server", "nats": "nats-server"}.get(scheme)
+        if binary is None or shutil.which(binary) is None:
+            raise StageError(f"no private {scheme} broker can be started here ({binary or scheme} not on PATH)")
+        self.binary = binary
+
+    @property
+    def url(self) -> str:
+        """The URL of the private instance."""
+        return f"{self.scheme}://127.0.0.1:{self.port}" + ("/0" if self.scheme == "redis" else "")
+
+    def start(self) -> None:
+        """Start the instance on its port with its data folder, and wait until it answers."""
+        if self.scheme == "redis":
+            args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]
+        else:
+            args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir)]
+        log = open(self.dir.parent / f"{self.scheme}-broker.log", "ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise StageError(f"private {self.scheme} on port {self.port} did not start") from None
+                time.sleep(0.05)
+        if self.scheme == "nats":
+            time.sleep(0.5)  # JetStream recovers its streams after the port opens
+
+    def stop(self) -> None:
+        """Stop the instance (SIGTERM: a clean shutdown, data kept on disk)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@contextlib.contextmanager
+def private_broker(scheme: str, workdir: Path) -> Iterator[PrivateBroker]:
+    """A started private broker, stopped on exit."""
+    broker = PrivateBroker(scheme, workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

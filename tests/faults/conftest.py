@@ -1,0 +1,38 @@
+"""Fault scenarios on real services: CI-sized by default, the long run with STRANGLER_FAULTS_FULL=1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from outbox.faults import Budget, run_scenario
+
+FULL = os.environ.get("STRANGLER_FAULTS_FULL", "") not in ("", "0")
+
+
+@pytest.fixture
+def budget() -> Budget:
+    """The CI budget, or the full one (25 kills, a 30 s outage, a 100k backlog) when asked for."""
+    return Budget.full() if FULL else Budget.ci()
+
+
+@pytest.fixture
+def scenario(budget, tmp_path, capsys):
+    """Run a scenario, print its line of figures, fail on any loss, order violation or double effect."""
+
+    def run(name: str, db_url: str, router_url: str, *, handled_reorders_allowed: bool = False, **options):
+        figures = run_scenario(name, db_url, router_url, budget=budget, workdir=tmp_path / name, **options)
+        with capsys.disabled():
+            print(f"\n{figures.line()}")
+        assert figures.produced > 0
+        assert figures.lost == 0, figures.line()
+        if handled_reorders_allowed:
+            assert figures.notes["broker_order_violations"] == 0, figures.line()
+        else:
+            assert figures.order_violations == 0, figures.line()
+        assert figures.effects_twice == 0, figures.line()
+        assert figures.duplicates_absorbed <= figures.duplicates_delivered, figures.line()
+        return figures
+
+    return run
