@@ -25,14 +25,18 @@ from codemods import runner
 from codemods.detect import Settings
 
 
+def parse_one(path) -> None:
+    text, *_ = runner.read_source(path)
+    if text is not None:
+        try:
+            libcst.parse_module(text)
+        except libcst.ParserSyntaxError:
+            pass
+
+
 def bare_parse(files):
     for path in files:
-        text, *_ = runner.read_source(path)
-        if text is not None:
-            try:
-                libcst.parse_module(text)
-            except libcst.ParserSyntaxError:
-                pass
+        parse_one(path)
 
 
 def interleaved_ratio(files) -> float:
@@ -45,12 +49,7 @@ def interleaved_ratio(files) -> float:
     options = runner.Options(settings=Settings(), root="/")
     for path in files:
         start = clock()
-        text, *_ = runner.read_source(path)
-        if text is not None:
-            try:
-                libcst.parse_module(text)
-            except libcst.ParserSyntaxError:
-                pass
+        parse_one(path)
         spent_parse += clock() - start
         start = clock()
         runner.process_file(path, index, options)

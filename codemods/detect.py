@@ -857,26 +857,16 @@ class Detector:
                     return Value("entity", cls=merged.cls if merged else None, origin="loaded")
                 if method == "connection":
                     return Value("core_conn")
-                if method in ("begin", "begin_nested"):
-                    return None
                 return None
             if kind == "session_factory" and method == "begin":
                 return SESSION
-            if kind == "query":
-                if method in QUERY_CHAIN:
+            if kind in ("query", "result"):
+                if method in (QUERY_CHAIN if kind == "query" else ("scalars", "unique")):
                     return receiver
-                if method in QUERY_ONE:
-                    return Value("entity", cls=receiver.cls, origin="loaded") if receiver.cls else None
-                if method == "all":
-                    return Value("entities", cls=receiver.cls, origin="loaded") if receiver.cls else None
-                return None
-            if kind == "result":
-                if method in ("scalars", "unique"):
-                    return receiver
-                if method in QUERY_ONE:
-                    return Value("entity", cls=receiver.cls, origin="loaded") if receiver.cls else None
-                if method == "all":
-                    return Value("entities", cls=receiver.cls, origin="loaded") if receiver.cls else None
+                if receiver.cls and method in QUERY_ONE:
+                    return Value("entity", cls=receiver.cls, origin="loaded")
+                if receiver.cls and method == "all":
+                    return Value("entities", cls=receiver.cls, origin="loaded")
                 return None
             if kind == "fsa" and method in ("get_or_404", "first_or_404", "one_or_404") and first is not None:
                 target = self.value_of(first, scope)

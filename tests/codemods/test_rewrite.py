@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import assert_codemod, run_on, write_tree
+from .helpers import MODELS, assert_codemod, run_on, write_tree
 
 
 def sites(result, kind=None):
@@ -99,23 +99,7 @@ def test_explicit_session_in_a_repository_class(tmp_path):
 
 
 def test_wrapper_that_commits_gets_the_emit_inside_before_its_commit_and_calls_stay(tmp_path):
-    files = {"app/models.py": '''
-        from flask_sqlalchemy import SQLAlchemy
-
-        db = SQLAlchemy()
-
-
-        class CRUDMixin:
-            def save(self, commit=True):
-                db.session.add(self)
-                if commit:
-                    db.session.commit()
-                return self
-
-
-        class User(CRUDMixin, db.Model):
-            id = db.Column(db.Integer, primary_key=True)
-    ''', "app/views.py": '''
+    files = {"app/models.py": MODELS, "app/views.py": '''
         from .models import User
 
 
