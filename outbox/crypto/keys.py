@@ -35,7 +35,7 @@ _PUBLIC_SUFFIX = ".jwk"
 _PRIVATE_SUFFIX = ".private.jwk"
 
 
-class KeyFileError(Exception):
+class KeyFileError(ValueError):
     """A key file or folder is missing, malformed or too open; the message names the file and the fix."""
 
 
