@@ -40,6 +40,8 @@ class Figures:
     broker_copies: int = 0
     faults: int = 0
     seconds: float = 0.0
+    #: The private name of the run: its tables and broker destinations start with it.
+    stage: str = ""
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property

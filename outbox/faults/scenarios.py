@@ -93,20 +93,34 @@ def _finish_writers(stage: Stage, writers: list[Process], stop_file: Path | None
 def _stop_relays(relays: list[Process]) -> None:
     for relay in relays:
         if relay.alive():
+            relay.wait_for_log('"relay started"')  # SIGTERM before its handler is installed would just kill it
             code = relay.stop()
             if code != 0:
                 raise StageError(f"relay exited {code} on SIGTERM: {relay.tail()}")
 
 
-def _consume_all(stage: Stage, *, expected: int, timeout: float = 180.0, handler_ms: float = 0.0) -> None:
-    """Run the consumer until it handled ``expected`` events (restarting it if the broker redelivers late)."""
+def _consume_all(stage: Stage, *, expected: int, timeout: float = 180.0, handler_ms: float = 0.0,
+                 patience: float = 40.0) -> None:
+    """Run the consumer until it handled ``expected`` events, or nothing new came for ``patience`` seconds.
+
+    Restarts cover brokers that redeliver a dead consumer's unacked events
+    only after an ack timeout (JetStream's ack_wait, 30 s by default).
+    """
     deadline = time.monotonic() + timeout
+    handled, progress = _handled(stage), time.monotonic()
     while True:
         consumer = stage.start_consumer(handler_ms=handler_ms, idle_seconds=2.0, batch=50)
-        code = consumer.wait(max(1.0, deadline - time.monotonic()))
+        try:
+            code = consumer.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            consumer.kill()
+            return
         if code != 0:
             raise StageError(f"consumer exited {code}: {consumer.tail()}")
-        if _handled(stage) >= expected or time.monotonic() > deadline:
+        now_handled = _handled(stage)
+        if now_handled > handled:
+            handled, progress = now_handled, time.monotonic()
+        if handled >= expected or time.monotonic() > deadline or time.monotonic() - progress > patience:
             return
 
 
@@ -241,10 +255,10 @@ def broker_outage(stage: Stage, budget: Budget, figures: Figures, rng: random.Ra
 
 
 def db_cut(stage: Stage, budget: Budget, figures: Figures, rng: random.Random) -> None:
-    """Every connection to the database terminated, again and again, mid-batch."""
+    """Every connection of the relay and the writers terminated, again and again, mid-batch."""
     dialect = stage.engine.dialect.name
-    if dialect not in ("postgresql", "mysql", "mariadb"):
-        raise Unsupported(f"cutting connections needs PostgreSQL or MariaDB/MySQL, not {dialect}")
+    if dialect != "postgresql":
+        raise Unsupported(f"cutting only the scenario's own connections needs PostgreSQL, not {dialect}")
     stop = stage.workdir / "stop"
     writers = _writers(stage, budget, pace=0.05, stop_file=stop, max_events=budget.events * 5)
     relay = stage.start_relay(batch=10)
@@ -262,24 +276,14 @@ def db_cut(stage: Stage, budget: Budget, figures: Figures, rng: random.Random) -
 
 
 def _terminate_connections(stage: Stage) -> int:
+    """Terminate every connection of the stage's processes (found by their application_name)."""
     with stage.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            rows = conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )).all()
-            return sum(1 for (ok,) in rows if ok)
-        ids = conn.execute(text(
-            "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()"
-        )).scalars().all()
-        killed = 0
-        for pid in ids:
-            try:
-                conn.execute(text(f"KILL CONNECTION {int(pid)}"))
-                killed += 1
-            except Exception:
-                pass
-        return killed
+        rows = conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE application_name = :name AND pid <> pg_backend_pid()"),
+            {"name": stage.name},
+        ).all()
+    return sum(1 for (ok,) in rows if ok)
 
 
 def poison_rows(stage: Stage, budget: Budget, figures: Figures, rng: random.Random) -> None:
@@ -458,6 +462,7 @@ def run_scenario(name: str, db_url: str, router_url: str, *, budget: Budget | No
 
 
 def _run(stage: Stage, name: str, budget: Budget, figures: Figures, rng: random.Random, options: dict) -> None:
+    figures.stage = stage.name
     stage.create()
     try:
         SCENARIOS[name](stage, budget, figures, rng, **options)

@@ -123,6 +123,17 @@ class Process:
         self._out.close()
         return code
 
+    def wait_for_log(self, needle: str, timeout: float = 60.0) -> bool:
+        """Wait until the process's log holds ``needle`` (e.g. the relay's start line); False if it ended first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log.read_text(errors="replace"):
+                return True
+            if not self.alive():
+                return False
+            time.sleep(0.05)
+        raise StageError(f"{self.role} did not log {needle!r} within {timeout:.0f} s: {self.tail()}")
+
     def rss_kib(self) -> int | None:
         """Resident memory of the process in KiB (Linux), None once it ended."""
         try:
@@ -184,6 +195,17 @@ class Stage:
     def checker_group(self) -> str:
         """The consumer group that reads back everything the broker holds."""
         return f"{self.prefix}check"
+
+    @property
+    def process_db_url(self) -> str:
+        """The database URL the stage's processes use: on PostgreSQL tagged with the stage's name.
+
+        The tag (``application_name``) lets the db-cut scenario terminate only
+        the stage's own connections, never anyone else's.
+        """
+        if self.engine.dialect.name == "postgresql":
+            return with_query(self.db_url, application_name=self.name)
+        return self.db_url
 
     def routed_url(self, **options: Any) -> str:
         """The router URL with the stage's destination prefix and router options."""
@@ -287,15 +309,15 @@ class Stage:
                     db_url: str | None = None) -> Process:
         """Start ``strangler relay`` on the stage's table and router."""
         return self.spawn("relay", [
-            "-m", "toolkit", "relay", "--db", db_url or self.db_url, "--router", router_url or self.routed_url(),
-            "--batch", str(batch), "--max-attempts", str(max_attempts), "--log-level", "warning",
+            "-m", "toolkit", "relay", "--db", db_url or self.process_db_url, "--router", router_url or self.routed_url(),
+            "--batch", str(batch), "--max-attempts", str(max_attempts), "--log-level", "info",
         ])
 
     def start_writer(self, index: int, aggregates: range, *, max_events: int, pace: float, stop_file: Path,
                      pad: int = 0, per_txn: int = 3, hold: float = 0.0, holds: int = 0) -> Process:
         """Start a writer process emitting sequenced events for ``aggregates``; it reports to a file."""
         return self.spawn(f"writer{index}", [
-            "-m", "outbox.faults.worker", "write", "--db", self.db_url, "--table", self.table,
+            "-m", "outbox.faults.worker", "write", "--db", self.process_db_url, "--table", self.table,
             "--first", str(aggregates.start), "--stop", str(aggregates.stop), "--max-events", str(max_events),
             "--pace", str(pace), "--stop-file", str(stop_file), "--pad", str(pad), "--per-txn", str(per_txn),
             "--hold", str(hold), "--holds", str(holds), "--seed", str(index),
@@ -306,7 +328,7 @@ class Stage:
                        idle_seconds: float = 2.0) -> Process:
         """Start a consumer process with an inbox; it exits 0 once the broker stays empty ``idle_seconds``."""
         return self.spawn("consumer", [
-            "-m", "outbox.faults.worker", "consume", "--db", self.db_url, "--table", self.table,
+            "-m", "outbox.faults.worker", "consume", "--db", self.process_db_url, "--table", self.table,
             "--router", self.routed_url(), "--name", self.consumer_name, "--handler-ms", str(handler_ms),
             "--die-before-ack", str(die_before_ack), "--batch", str(batch), "--idle-seconds", str(idle_seconds),
             "--log", str(self.delivery_log),
