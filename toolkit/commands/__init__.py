@@ -19,6 +19,7 @@ COMMANDS = [
     "rewrite",
     "watch",
     "walkthrough",
+    "verify",
 ]
 
 
