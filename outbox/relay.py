@@ -349,9 +349,8 @@ class Relay:
         self._db_ok = True
         rows = []
         for r in result:
-            m = r._mapping
             try:
-                envelope, error = Envelope.from_row(m), None
+                envelope, error = Envelope.from_row(r), None
             except Exception as exc:  # a row that cannot be an event is poison
                 envelope, error = None, f"row cannot be read as a CloudEvent: {exc}"
             rows.append(

@@ -104,7 +104,7 @@ class AmqpRouter:
         self._channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _: selected.append(True))
         deadline = time.monotonic() + 10
         while not selected and time.monotonic() < deadline:
-            self._connection.process_data_events(time_limit=0.1)
+            self._connection.process_data_events(time_limit=0.001)
         if not selected:
             raise RouterError(f"{self.url}: the broker did not enable publisher confirms")
         self._tag = 0
@@ -155,7 +155,9 @@ class AmqpRouter:
                 sent.append(index)
             deadline = time.monotonic() + self.confirm_timeout
             while self._pending and time.monotonic() < deadline:
-                self._connection.process_data_events(time_limit=min(0.5, max(0.0, deadline - time.monotonic())))
+                # Short slices: confirms arrive on the underlying channel, which does not end
+                # a longer process_data_events early.
+                self._connection.process_data_events(time_limit=0.001)
         except RouterError:
             raise
         except Exception as exc:  # connection or channel lost: whatever is unconfirmed is transient

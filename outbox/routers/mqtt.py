@@ -98,7 +98,7 @@ class MqttRouter:
         self.mqtt, self.client, self._address = _client(self.url, opts, client_id, clean_start=True)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._acked: dict[int, int] = {}  # mid -> reason code of its PUBACK
         self._connected = threading.Event()
         self.client.on_publish = self._on_publish
@@ -110,6 +110,7 @@ class MqttRouter:
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
             self._acked[mid] = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
+            self._lock.notify_all()
 
     def _connect(self) -> bool:
         if self._connected.is_set():
@@ -147,13 +148,12 @@ class MqttRouter:
                 continue
             sent.append((index, info.mid))
         deadline = time.monotonic() + self.ack_timeout
-        while True:
-            with self._lock:
-                missing = [mid for _, mid in sent if mid not in self._acked]
-            if not missing or time.monotonic() > deadline or not self._connected.is_set():
-                break
-            time.sleep(0.0005)
         with self._lock:
+            waiting = [mid for _, mid in sent]
+            while waiting and time.monotonic() < deadline and self._connected.is_set():
+                waiting = [mid for mid in waiting if mid not in self._acked]
+                if waiting:
+                    self._lock.wait(0.05)
             for index, mid in sent:
                 code = self._acked.pop(mid, None)
                 if code is None:

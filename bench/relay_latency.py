@@ -1,0 +1,247 @@
+"""Commit → publish latency with PostgreSQL NOTIFY, and relay CPU at a steady rate, against baselines.
+
+latency (default 1,000 events/s for --seconds):
+  a writer thread commits one event per transaction, paced; the relay (NOTIFY on) publishes to
+  Redis; each event's latency is from its commit returning to the router's ack.
+  Baselines measured in the same run: the NOTIFY wake-up alone (commit → a LISTEN connection
+  receives it) and one batch publish (XADD of one event, acked).
+cpu (default 2,000 events/s):
+  a writer process commits 10 events per transaction, paced; this process relays them to Redis,
+  first with outbox.relay.Relay, then with a naive serial loop (SELECT batch, publish, UPDATE,
+  sleep 10 ms when empty); CPU seconds of this process per event, side by side.
+
+Usage:
+  python bench/relay_latency.py latency [--rate 1000] [--seconds 10]
+  python bench/relay_latency.py cpu [--rate 2000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import multiprocessing
+import os
+import resource
+import statistics
+import threading
+import time
+import uuid
+
+from sqlalchemy import create_engine, select, update
+
+from outbox import emit
+from outbox import migrate as outbox_migrate
+from outbox.envelope import Envelope
+from outbox.relay import Relay, RelayOptions
+from outbox.routers import Destinations, open_router
+from outbox.table import get_outbox_table
+
+t = get_outbox_table()
+REDIS = "redis://127.0.0.1:6379/0"
+ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def drop_streams(pattern: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    for key in client.scan_iter(match=pattern):
+        client.delete(key)
+    client.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class TimedRouter:
+    """Wraps a router; records when each event's ack came back."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.acked: dict[str, float] = {}
+
+    def publish(self, batch):
+        results = self.inner.publish(batch)
+        now = time.perf_counter()
+        for r in results:
+            if r.ok:
+                self.acked.setdefault(r.event_id, now)
+        return results
+
+    def close(self):
+        self.inner.close()
+
+
+def notify_baseline(url: str, samples: int = 300) -> list[float]:
+    import psycopg
+
+    conninfo = create_engine(url).url.set(drivername="postgresql").render_as_string(hide_password=False)
+    out = []
+    with psycopg.connect(conninfo, autocommit=True) as listener, psycopg.connect(conninfo, autocommit=True) as writer:
+        listener.execute('LISTEN "bench_wake"')
+        for _ in range(samples):
+            writer.execute("NOTIFY bench_wake")
+            sent = time.perf_counter()
+            for _ in listener.notifies(timeout=5, stop_after=1):
+                out.append(time.perf_counter() - sent)
+            time.sleep(0.002)
+    return out
+
+
+def publish_baseline(samples: int = 300) -> list[float]:
+    router = open_router(REDIS, destinations=Destinations(prefix="benchlat-"))
+    event = Envelope(id=str(uuid.uuid4()), source="/b", type="shop.order.created", subject="1",
+                     time=dt.datetime.now(dt.timezone.utc), data=b"{}", aggregatetype="order", partitionkey="1")
+    out = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        router.publish([event])
+        out.append(time.perf_counter() - started)
+    router.close()
+    return out
+
+
+def latency(url: str, rate: int, seconds: float) -> None:
+    engine = create_engine(url, pool_size=4)
+    router = TimedRouter(open_router(REDIS, destinations=Destinations(prefix=f"benchlat{uuid.uuid4().hex[:6]}-")))
+    relay = Relay(engine, router, options=RelayOptions(poll_interval=1.0))
+    runner = threading.Thread(target=relay.run)
+    runner.start()
+    time.sleep(1)
+    committed: dict[str, float] = {}
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    n = 0
+    while time.perf_counter() - start < seconds:
+        target = start + n * interval
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        with engine.begin() as conn:
+            event_id = emit(conn, "shop.order.created", aggregate="order", key=str(n % 100), data={"n": n})
+        committed[event_id] = time.perf_counter()
+        n += 1
+    achieved = n / (time.perf_counter() - start)
+    deadline = time.monotonic() + 30
+    while len(router.acked) < len(committed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    relay.stop()
+    runner.join(30)
+    router.close()
+    lat = [router.acked[i] - c for i, c in committed.items() if i in router.acked]
+    wake = notify_baseline(url)
+    pub = publish_baseline()
+    print(f"rate asked {rate}/s, achieved {achieved:.0f}/s, events {len(committed)}, published {len(lat)}")
+    print(f"commit→publish  p50 {statistics.median(lat) * 1e3:.2f} ms  p99 {pct(lat, 0.99) * 1e3:.2f} ms  "
+          f"max {max(lat) * 1e3:.2f} ms")
+    print(f"NOTIFY wake-up  p50 {statistics.median(wake) * 1e3:.2f} ms; one batch publish p50 "
+          f"{statistics.median(pub) * 1e3:.2f} ms; sum {(statistics.median(wake) + statistics.median(pub)) * 1e3:.2f} ms")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    engine.dispose()
+
+
+def writer_process(url: str, rate: int, seconds: float, ready) -> None:
+    engine = create_engine(url)
+    per_tx = 10
+    interval = per_tx / rate
+    ready.wait()
+    start = time.perf_counter()
+    n = 0
+    while time.perf_counter() - start < seconds:
+        delay = start + (n / per_tx) * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        with engine.begin() as conn:
+            for _ in range(per_tx):
+                emit(conn, "shop.order.created", aggregate="order", key=str(n % 100), data={"n": n})
+                n += 1
+    engine.dispose()
+
+
+def cpu_now() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+def naive_loop(engine, router, stop: threading.Event) -> int:
+    published = 0
+    while not stop.is_set():
+        with engine.begin() as conn:
+            rows = conn.execute(select(t).where(t.c.published_at.is_(None))
+                                .order_by(t.c.published_at, t.c.position).limit(200)).all()
+            if rows:
+                results = router.publish([Envelope.from_row(r) for r in rows])
+                ok = [r.position for r, res in zip(rows, results) if res.ok]
+                conn.execute(update(t).where(t.c.position.in_(ok))
+                             .values(published_at=dt.datetime.now(dt.timezone.utc)))
+                published += len(ok)
+        if not rows:
+            time.sleep(0.01)
+    return published
+
+
+def cpu(url: str, rate: int, seconds: float) -> None:
+    engine = create_engine(url)
+    out = {}
+    for variant in ("relay", "naive"):
+        router = open_router(REDIS, destinations=Destinations(prefix=f"benchcpu{uuid.uuid4().hex[:6]}-"))
+        ready = multiprocessing.Event()
+        writer = multiprocessing.Process(target=writer_process, args=(url, rate, seconds, ready))
+        writer.start()
+        stop = threading.Event()
+        result: dict = {}
+        if variant == "relay":
+            relay = Relay(engine, router, options=RelayOptions())
+            runner = threading.Thread(target=lambda: result.setdefault("stats", relay.run()))
+        else:
+            runner = threading.Thread(target=lambda: result.setdefault("n", naive_loop(engine, router, stop)))
+        runner.start()
+        time.sleep(1)
+        cpu0, wall0 = cpu_now(), time.perf_counter()
+        ready.set()
+        writer.join()
+        time.sleep(0.5)
+        used, wall = cpu_now() - cpu0, time.perf_counter() - wall0
+        if variant == "relay":
+            relay.stop()
+        stop.set()
+        runner.join(30)
+        router.close()
+        count = result["stats"].published if variant == "relay" else result["n"]
+        out[variant] = (used, count, wall)
+        print(f"{variant:6} published {count} in {wall:.1f}s, CPU {used:.2f}s = {used / max(count, 1) * 1e6:.0f} us/event "
+              f"({used / wall * 100:.0f}% of a core)", flush=True)
+    ratio = (out["relay"][0] / out["relay"][1]) / (out["naive"][0] / out["naive"][1])
+    print(f"relay CPU / naive CPU per event: {ratio:.2f}x; load average {os.getloadavg()[0]:.2f}")
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["latency", "cpu"], nargs="?", default="latency")
+    parser.add_argument("--rate", type=int)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"strangler_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
+        if args.mode == "latency":
+            latency(url, args.rate or 1000, args.seconds)
+        else:
+            cpu(url, args.rate or 2000, args.seconds)
+    finally:
+        drop_streams("benchlat*")
+        drop_streams("benchcpu*")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
