@@ -220,7 +220,7 @@ def consumer_kill(stage: Stage, budget: Budget, figures: Figures, rng: random.Ra
     started = time.monotonic()
     while figures.faults < budget.consumer_kills and time.monotonic() - started < budget.seconds:
         before = _handled(stage)
-        consumer = stage.start_consumer(handler_ms=3.0, die_before_ack=0.02, batch=10, idle_seconds=30.0)
+        consumer = stage.start_consumer(handler_ms=3.0, die_before_ack=0.05, batch=10, idle_seconds=30.0)
         stage.wait_for(lambda: _handled(stage) > before or not consumer.alive(), timeout=60,
                        what="the consumer to handle events", poll=0.02)
         time.sleep(rng.uniform(0.0, 0.3))  # mid-handler, or between commit and ack
