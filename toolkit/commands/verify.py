@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -64,17 +65,23 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
     failed = 0
     for name in scenarios or list(SCENARIOS):
         click.echo(f"running {name} ...", err=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"strangler-verify-{name}-"))
         try:
-            figures = run_scenario(name, config.db, config.router, budget=budget,
-                                   workdir=Path(tempfile.mkdtemp(prefix=f"strangler-verify-{name}-")))
+            figures = run_scenario(name, config.db, config.router, budget=budget, workdir=workdir)
         except Unsupported as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
             _report(as_json, {"scenario": name, "skipped": str(exc)}, f"{name}: skipped ({exc})")
             continue
         except StageError as exc:
             failed += 1
+            click.echo(f"{name}: the processes' logs are in {workdir}", err=True)
             _report(as_json, {"scenario": name, "ok": False, "error": str(exc)}, f"{name}: FAILED ({exc})")
             continue
-        failed += not figures.ok
+        if figures.ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            failed += 1
+            click.echo(f"{name}: the processes' logs are in {workdir}", err=True)
         _report(as_json, figures.as_dict(), figures.line())
     if failed:
         raise Problems(f"{failed} scenario(s) lost, reordered or double-handled events, or could not finish")
