@@ -19,7 +19,7 @@ from ..context import Problems, load
 
 @click.group(name="events")
 def command() -> None:
-    """Tail and decrypt the events on a router."""
+    """Tail, decrypt and trace events: on a router, and through the outbox and inboxes."""
 
 
 def _opener(key_files: tuple[str, ...], keys_dir: str, policy_path: str | None):
