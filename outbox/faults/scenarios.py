@@ -93,7 +93,10 @@ def _finish_writers(stage: Stage, writers: list[Process], stop_file: Path | None
 def _stop_relays(relays: list[Process]) -> None:
     for relay in relays:
         if relay.alive():
-            relay.wait_for_log('"relay started"')  # SIGTERM before its handler is installed would just kill it
+            try:  # SIGTERM before its handler is installed would just kill it
+                relay.wait_for_log('"relay started"')
+            except StageError:
+                pass  # no start line (a quieter log format): stop it anyway
             code = relay.stop()
             if code != 0:
                 raise StageError(f"relay exited {code} on SIGTERM: {relay.tail()}")
