@@ -16,8 +16,9 @@
   and holds back its key's later rows, and only that key's; after
   ``max_attempts`` the row is dead (``dead_at``, ``last_error`` kept) and
   its key flows again. ``outbox.maintenance.retry_dead`` brings it back.
-* Claiming the next batch overlaps publishing this one (a one-thread
-  database worker runs claims and marks in order, the caller's thread publishes).
+* With a backlog, claiming the next batch overlaps publishing this one, and
+  marking runs on a thread of its own: the caller's thread publishes, one
+  worker claims (leaving out rows published and not yet marked), another marks.
 * PostgreSQL: a trigger sends NOTIFY at the emitting commit and a listener
   wakes the relay; polling at ``poll_interval`` stays as the fallback.
   Elsewhere polling adapts: 10 ms after work, doubling to ``poll_interval``.
@@ -78,6 +79,8 @@ class RelayOptions:
     notify: bool = True
     #: Claim the next batch while this one publishes.
     overlap: bool = True
+    #: After a NOTIFY wake-up, wait this long (seconds) so that commits close together share a claim.
+    coalesce: float = 0.001
 
     def __post_init__(self):
         if self.batch < 1:
@@ -197,57 +200,80 @@ class Relay:
         """Relay until ``stop()``; with ``once``, until nothing is left to claim. Return the totals."""
         self._stop.clear()
         self.stats = RelayStats()
-        db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="strangler-relay-db")
-        marks: collections.deque[concurrent.futures.Future] = collections.deque()
+        # Claims and marks each have a worker thread and a connection of their own, so a claim never
+        # queues behind a mark's commit; rows published but not yet marked are left out of claims.
+        claims = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="strangler-relay-claim")
+        markers = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="strangler-relay-mark")
+        marks: collections.deque[tuple[concurrent.futures.Future, list[int]]] = collections.deque()
+        unmarked: set[int] = set()
         prefetch: concurrent.futures.Future | None = None
         idle = 0.01
         outage = 0
+
+        def reap(wait: bool = False) -> None:
+            while marks and (wait or marks[0][0].done()):
+                future, positions = marks.popleft()
+                try:
+                    future.result()
+                except Exception as exc:  # the rows stay unpublished and are published again
+                    self._db_ok = False
+                    log.error("could not mark a batch: %s", exc, extra={"relay": {"event": "mark_failed"}})
+                unmarked.difference_update(positions)
+
+        def claim(extra: tuple[int, ...] = ()) -> concurrent.futures.Future:
+            self._wake.clear()  # a notification from now on wakes the next idle wait
+            return claims.submit(self._claim, tuple(unmarked) + extra)
+
         try:
-            db.submit(self._start).result()
+            claims.submit(self._start).result()
             self._start_listener()
             while not self._stop.is_set():
                 self._last_turn = time.monotonic()
+                reap()
                 if time.monotonic() >= self._next_refresh:
                     if prefetch is not None:  # a claim made before the refresh may hold released partitions
-                        prefetch.result()
+                        self._result(prefetch)
                         prefetch = None
-                    self._wait(marks)
-                    if not self._call(db, self._refresh):
+                    reap(wait=True)
+                    if not self._call(claims, self._refresh):
                         if once:
                             break
                         self._pause(self._outage_delay(outage := outage + 1))
                         continue
-                self._wake.clear()
-                if prefetch is not None:
-                    batch, prefetch = self._result(prefetch), None
-                else:
-                    batch = self._call(db, self._claim, ())
+                if prefetch is None:
+                    prefetch = claim()
+                batch, prefetch = self._result(prefetch), None
                 if batch is None:  # database unreachable
-                    self._wait(marks)
+                    reap(wait=True)
                     if once:
                         break
                     self._pause(self._outage_delay(outage := outage + 1))
                     continue
+                claimed = len(batch.rows)
                 batch.rows = [row for row in batch.rows if not self._is_blocked(row.key)]
                 if not batch.rows:
-                    self._wait(marks)
                     self._report_gauges(None)
                     if once:
-                        break
+                        if not marks:
+                            break
+                        reap(wait=True)
+                        continue
                     self._idle(idle)
                     idle = min(idle * 2, self.options.poll_interval)
                     continue
                 idle = 0.01
-                if self.options.overlap:
-                    prefetch = db.submit(self._claim, tuple(row.position for row in batch.rows))
+                positions = [row.position for row in batch.rows]
+                if self.options.overlap and claimed >= self.options.batch:
+                    prefetch = claim(tuple(positions))  # a backlog: claim the next batch while this one publishes
                 results, transient = self._publish(batch)
-                marks.append(db.submit(self._mark, batch, results))
+                unmarked.update(positions)
+                marks.append((markers.submit(self._mark, batch, results), positions))
                 self._report_gauges(batch)
                 if transient:
                     if prefetch is not None:
                         self._result(prefetch)
                         prefetch = None
-                    self._wait(marks)
+                    reap(wait=True)
                     if once:
                         break
                     outage += 1
@@ -261,14 +287,15 @@ class Relay:
                     outage = 0
             if prefetch is not None:
                 self._result(prefetch)
-            self._wait(marks)
+            reap(wait=True)
         finally:
             self._stop.set()  # ends the LISTEN thread
+            markers.shutdown(wait=True)
             try:
-                db.submit(self._shutdown).result(timeout=30)
+                claims.submit(self._shutdown).result(timeout=30)
             except Exception as exc:  # the leases expire on their own
                 log.warning("could not release leases: %s", exc, extra={"relay": {"event": "release_failed"}})
-            db.shutdown(wait=True)
+            claims.shutdown(wait=True)
             if self._listener is not None:
                 self._listener.join(5)
                 self._listener = None
@@ -543,22 +570,16 @@ class Relay:
             log.error("database error: %s", exc, extra={"relay": {"event": "db_error", "step": "claim"}})
             return None
 
-    def _wait(self, marks: collections.deque) -> None:
-        while marks:
-            future = marks.popleft()
-            try:
-                future.result()
-            except Exception as exc:  # the rows stay unpublished and are published again
-                self._db_ok = False
-                log.error("could not mark a batch: %s", exc, extra={"relay": {"event": "mark_failed"}})
-
     def _pause(self, seconds: float) -> None:
         self._stop.wait(seconds)
 
     def _idle(self, seconds: float) -> None:
         if self._listener is not None and self._listener.is_alive():
             seconds = self.options.poll_interval
-        self._wake.wait(seconds)
+        if self._wake.wait(seconds) and self.options.coalesce > 0:
+            # Woken by a commit: let commits arriving within the next moment join this claim,
+            # so a steady stream of small transactions costs one claim per few of them.
+            self._stop.wait(self.options.coalesce)
 
     # -- PostgreSQL LISTEN/NOTIFY ---------------------------------------------------------------
 
