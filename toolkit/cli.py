@@ -10,7 +10,6 @@ from __future__ import annotations
 import click
 
 from .commands import register_all
-from .context import pass_settings  # noqa: F401  (re-exported for command modules)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -27,10 +27,10 @@ class ConfigError(Exception):
     exit_code = 2
 
 
-def _field(default: Any, help: str, **kwargs: Any) -> Any:
+def _field(default: Any, help: str) -> Any:
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass
@@ -109,10 +109,6 @@ class Config:
 
 
 
-def _resolved_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -183,7 +179,7 @@ def _check_bounds(config: "Config") -> None:
 
 
 def _apply(target: Any, values: Mapping[str, Any], where: str, *, prefix: str = "", from_text: bool = False) -> None:
-    hints = _resolved_hints(type(target))
+    hints = typing.get_type_hints(type(target))
     names = {f.name for f in dataclasses.fields(target) if f.name != "origin"}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
@@ -239,7 +235,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _environment_values(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """Map dotted keys to (value, variable) for every ``STRANGLER_*`` variable naming a setting."""
     out: dict[str, tuple[str, str]] = {}
-    hints = _resolved_hints(Config)
+    hints = typing.get_type_hints(Config)
     for field in dataclasses.fields(Config):
         if field.name == "origin":
             continue
@@ -299,7 +295,7 @@ def load_config(
 def describe() -> list[tuple[str, str, str, str]]:
     """Return (key, environment variable, default, help) for every setting, for docs and --help."""
     rows = []
-    hints = _resolved_hints(Config)
+    hints = typing.get_type_hints(Config)
     for field in dataclasses.fields(Config):
         if field.name == "origin":
             continue

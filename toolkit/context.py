@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -24,16 +23,3 @@ def load(ctx: click.Context, **overrides: Any) -> Config:
         return load_config(path, overrides={k.replace("__", "."): v for k, v in overrides.items()})
     except ConfigError as exc:
         raise click.UsageError(str(exc), ctx=ctx) from None
-
-
-def pass_settings(func: Callable) -> Callable:
-    """Decorator: turn ``ConfigError`` raised inside a command into a usage error (exit 2)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from None
-
-    return wrapper
