@@ -506,19 +506,12 @@ class Watch:
         if missing:
             self._reported.update(missing)
             alerts.append(
-                Alert(
-                    rule=rule.name,
-                    kind=rule.kind,
-                    summary=f"{len(missing)} events the outbox marked published are not on the broker",
-                    window_seconds=rule.window,
-                    window_start=start,
-                    window_end=end,
-                    evidence=missing[:MAX_EVIDENCE],
-                    count=len(missing),
-                    look_at=rule.look_at
-                    or "the broker's retention and trimming, deleted streams or queues, and "
+                _gap_alert(
+                    rule, start, end, missing,
+                    f"{len(missing)} events the outbox marked published are not on the broker",
+                    "the broker's retention and trimming, deleted streams or queues, and "
                     "whether the relay marks rows before the broker's ack; 'strangler events trace ID' shows one",
-                    details={"gap": "missing-on-broker"},
+                    {"gap": "missing-on-broker"},
                 )
             )
         horizon = now - rule.window
@@ -536,19 +529,12 @@ class Watch:
             if unrecorded:
                 self._reported.update(unrecorded)
                 alerts.append(
-                    Alert(
-                        rule=rule.name,
-                        kind=rule.kind,
-                        summary=f"{len(unrecorded)} events on the broker have no row in the outbox",
-                        window_seconds=rule.window,
-                        window_start=start,
-                        window_end=end,
-                        evidence=unrecorded[:MAX_EVIDENCE],
-                        count=len(unrecorded),
-                        look_at=rule.look_at
-                        or "who else can write to these destinations: a forged producer with "
+                    _gap_alert(
+                        rule, start, end, unrecorded,
+                        f"{len(unrecorded)} events on the broker have no row in the outbox",
+                        "who else can write to these destinations: a forged producer with "
                         "broker credentials, or another monolith's outbox (set the rule's sources)",
-                        details={
+                        {
                             "gap": "not-in-outbox",
                             "sources": sorted({self._seen[i][2] for i in unrecorded}),
                             "destinations": sorted({self._seen[i][1] for i in unrecorded}),
@@ -590,6 +576,23 @@ class Watch:
             for sink in self.sinks:
                 sink(alert)
         return alerts
+
+
+def _gap_alert(rule, start: float, end: float, event_ids: list[str], summary: str, look_at: str,
+               details: dict) -> Alert:
+    """An alert of the gap rule: ``event_ids`` on one side of the outbox/broker comparison only."""
+    return Alert(
+        rule=rule.name,
+        kind=rule.kind,
+        summary=summary,
+        window_seconds=rule.window,
+        window_start=start,
+        window_end=end,
+        evidence=event_ids[:MAX_EVIDENCE],
+        count=len(event_ids),
+        look_at=rule.look_at or look_at,
+        details=details,
+    )
 
 
 def _span(seconds: float) -> str:
