@@ -165,7 +165,7 @@ def _entity_fields(entity: Any) -> tuple[str, str, dict[str, Any]]:
         identity = tuple(state.dict.get(mapper.get_property_by_column(c).key) for c in mapper.primary_key)
     if any(part is None for part in identity):
         raise EmitError(
-            f"{cls_name} has no primary key at flush: add it to the session before the "
+            f"{cls_name} has no primary key at commit: add it to the session before the "
             "transaction commits (emit reads the key after the INSERT)"
         )
     values: dict[str, Any] = {}
