@@ -37,12 +37,46 @@ def test_walkthrough_on_embedded_defaults(tmp_path):
     assert b"customer0@example.com" not in (work / "events" / "order.jsonl").read_bytes()
 
 
+#: Destinations the shop's events go to (one per aggregate type), and the service's group.
+DESTINATIONS = ("customer", "product", "stock_level", "order", "payment", "loyalty_entry", "daily_sales")
+
+
+def remove_from_broker(service: str, url: str, prefix: str) -> None:
+    """Delete what a walkthrough left on a shared broker: its streams, exchanges and queue."""
+    if service == "rabbitmq":
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        channel = connection.channel()
+        channel.queue_delete("notifications")
+        for name in DESTINATIONS:
+            channel.exchange_delete(prefix + name)
+        connection.close()
+    else:
+        import asyncio
+
+        import nats
+
+        async def delete_streams():
+            client = await nats.connect(url)
+            js = client.jetstream()
+            for stream in await js.streams_info():
+                if stream.config.name.startswith(prefix):
+                    await js.delete_stream(stream.config.name)
+            await client.close()
+
+        asyncio.run(delete_streams())
+
+
 @pytest.mark.parametrize("service, scheme", [("rabbitmq", "amqp"), ("nats", "nats")])
 def test_walkthrough_on_a_broker(tmp_path, service, scheme):
     url = service_url(service)
     prefix = f"wt{uuid.uuid4().hex[:8]}_"
     separator = "&" if "?" in url else "?"
-    proc = walkthrough(tmp_path, f"{url}{separator}destination_prefix={prefix}")
+    try:
+        proc = walkthrough(tmp_path, f"{url}{separator}destination_prefix={prefix}")
+    finally:
+        remove_from_broker(service, url, prefix)
     assert_every_check_held(proc)
 
 
