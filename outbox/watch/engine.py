@@ -146,6 +146,16 @@ class _Window:
             items.popleft()
         return len(items)
 
+    def starts_episode(self, count: int, limit: int) -> bool:
+        """True when ``count`` first goes over ``limit``: one alert per episode, re-armed below it."""
+        if count <= limit:
+            self.firing = False
+            return False
+        if self.firing:
+            return False
+        self.firing = True
+        return True
+
 
 class Watch:
     """Evaluates rules over event metadata; returns alerts and hands each to every sink."""
@@ -248,10 +258,7 @@ class Watch:
     ) -> None:
         window = self._rate[rule.name]
         count = window.add(now, obs.id, rule.window)
-        if count <= rule.max:
-            window.firing = False
-        elif not window.firing:
-            window.firing = True
+        if window.starts_episode(count, rule.max):
             alerts.append(
                 self._windowed(
                     rule,
@@ -274,10 +281,7 @@ class Watch:
         if window is None:
             window = subjects[key] = _Window()
         count = window.add(now, obs.id, rule.window)
-        if count <= rule.max:
-            window.firing = False
-        elif not window.firing:
-            window.firing = True
+        if window.starts_episode(count, rule.max):
             alerts.append(
                 self._windowed(
                     rule,
