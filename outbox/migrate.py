@@ -57,16 +57,21 @@ def _is_outbox_location(location: str) -> bool:
         return False
 
 
-def upgrade(cfg: AlembicConfig, revision: str = "head") -> None:
-    """Upgrade the outbox branch to ``revision`` (``head`` by default)."""
+def upgrade(cfg: AlembicConfig, revision: str = "head", *, sql: bool = False) -> None:
+    """Upgrade the outbox branch to ``revision`` (``head`` by default); ``sql`` writes the SQL instead."""
     target = f"{BRANCH}@{revision}" if revision == "head" else revision
-    command.upgrade(cfg, target)
+    command.upgrade(cfg, target, sql=sql)
 
 
-def downgrade(cfg: AlembicConfig, revision: str) -> None:
-    """Downgrade the outbox branch to ``revision`` (``base`` removes the outbox tables)."""
+def downgrade(cfg: AlembicConfig, revision: str, *, sql: bool = False) -> None:
+    """Downgrade the outbox branch to ``revision`` (``base`` removes the outbox tables).
+
+    With ``sql`` the SQL is written instead; offline, Alembic needs the range to walk.
+    """
     target = f"{BRANCH}@{revision}" if revision == "base" else revision
-    command.downgrade(cfg, target)
+    if sql:
+        target = f"{BRANCH}@head:{revision}"
+    command.downgrade(cfg, target, sql=sql)
 
 
 def current_revision(db_url: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import click
@@ -65,6 +66,8 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
       strangler outbox migrate --alembic-ini alembic.ini --db sqlite:///shop.db
       strangler outbox migrate --db sqlite:///shop.db --to base
     """
+    from alembic.util import CommandError
+
     from outbox import migrate
 
     config = load(ctx, db=db)
@@ -74,38 +77,23 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
         else:
             engine_for(config.db).dispose()
             cfg = migrate.standalone_config(config.db, table_name=config.outbox_table)
-        cfg.cmd_opts = None
+        if offline:
+            cfg.output_buffer = io.StringIO()
         if revision == "base":
-            migrate.downgrade(cfg, "base") if not offline else _offline(cfg, "base", down=True)
-        elif offline:
-            _offline(cfg, revision)
+            migrate.downgrade(cfg, "base", sql=offline)
         else:
-            migrate.upgrade(cfg, revision)
+            migrate.upgrade(cfg, revision, sql=offline)
     except migrate.MigrationError as exc:
         raise click.UsageError(str(exc)) from None
     except OperationalError as exc:
         raise Problems(f"cannot reach the database: {exc.orig}") from None
-    except Exception as exc:  # alembic's CommandError and friends
-        if type(exc).__name__ == "CommandError":
-            raise Problems(f"migration failed: {exc}") from None
-        raise
-    if not offline:
+    except CommandError as exc:
+        raise Problems(f"migration failed: {exc}") from None
+    if offline:
+        click.echo(cfg.output_buffer.getvalue())
+    else:
         where = alembic_ini or "its own version table"
         click.echo(f"outbox branch at {revision} ({where})", err=True)
-
-
-def _offline(cfg, revision: str, *, down: bool = False) -> None:
-    import io
-
-    from alembic import command as alembic_command
-
-    buffer = io.StringIO()
-    cfg.output_buffer = buffer
-    if down:
-        alembic_command.downgrade(cfg, "strangler_outbox@head:base", sql=True)
-    else:
-        alembic_command.upgrade(cfg, f"strangler_outbox@{revision}" if revision == "head" else revision, sql=True)
-    click.echo(buffer.getvalue())
 
 
 @command.command("status")
