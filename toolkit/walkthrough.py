@@ -54,11 +54,10 @@ def policy_text(readers: dict[str, list[str]], producer: str) -> str:
 class Walkthrough:
     """Runs the journey in ``workdir``; ``run()`` returns the exit code."""
 
-    def __init__(self, workdir: Path, router: str, out: TextIO, *, keep: bool = True, orders: int = ORDERS):
+    def __init__(self, workdir: Path, router: str, out: TextIO, *, orders: int = ORDERS):
         self.workdir = workdir.resolve()
         self.router = router
         self.out = out
-        self.keep = keep
         self.orders = orders
         self.checks: list[Check] = []
         self.logs = self.workdir / "logs"
@@ -350,7 +349,7 @@ class Walkthrough:
             conn.close()
         if not count:
             found.append("the outbox is empty: nothing was emitted")
-        places = [p for p in self.router_files()] + sorted(self.logs.glob("relay*.log"))
+        places = self.router_files() + sorted(self.logs.glob("relay*.log"))
         for path in places:
             data = path.read_bytes()
             if any(n.encode() in data for n in needles):
@@ -395,11 +394,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def run_walkthrough(workdir: str | None, router: str, out: TextIO, *, keep: bool) -> int:
-    """Run the walkthrough; a temporary work folder is removed afterwards unless ``keep``."""
+    """Run the walkthrough; a temporary work folder (no ``workdir``) is removed afterwards unless ``keep``."""
     temporary = workdir is None
     folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="strangler-walkthrough-"))
     try:
-        return Walkthrough(folder, router, out, keep=keep).run_all()
+        return Walkthrough(folder, router, out).run_all()
     finally:
         if temporary and not keep:
             shutil.rmtree(folder, ignore_errors=True)

@@ -34,5 +34,5 @@ def command(ctx: click.Context, router: str, workdir: str | None, keep: bool) ->
     """
     from ..walkthrough import run_walkthrough
 
-    code = run_walkthrough(workdir, router, sys.stdout, keep=keep or workdir is not None)
+    code = run_walkthrough(workdir, router, sys.stdout, keep=keep)
     ctx.exit(code)
