@@ -402,3 +402,4 @@ def run_walkthrough(workdir: str | None, router: str, out: TextIO, *, keep: bool
     finally:
         if temporary and not keep:
             shutil.rmtree(folder, ignore_errors=True)
+            print("   (the temporary work folder is removed; --keep or --workdir DIR keeps it)", file=out)
