@@ -1,16 +1,19 @@
-"""``strangler events``: look at the events on a router, and decrypt one, as a person would.
+"""``strangler events``: look at the events on a router, decrypt one, replay the outbox, trace one.
 
 ``tail`` reads with a throw-away consumer group and never acknowledges, so it
 never takes events from a real consumer. Without ``--key`` it shows the
 attributes and who an encrypted event is for; with ``--key`` (a service's
 private key file, mode 0600) it decrypts, and verifies the signature when the
-producer's public key is in the keys folder.
+producer's public key is in the keys folder. ``replay`` publishes published
+outbox rows again, as the relay would (``outbox.replay``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -19,7 +22,7 @@ from ..context import Problems, load
 
 @click.group(name="events")
 def command() -> None:
-    """Tail, decrypt and trace events: on a router, and through the outbox and inboxes."""
+    """Tail, decrypt, replay and trace events: on a router, and through the outbox and inboxes."""
 
 
 def _opener(key_files: tuple[str, ...], keys_dir: str, policy_path: str | None):
@@ -268,3 +271,155 @@ def trace_command(ctx, event_id, db_url, router_url, inbox_urls, destinations, a
             click.echo(f"  note: {note}")
     if not journey.found:
         raise Problems(f"event {event_id} was found nowhere")
+
+
+def _aggregate(value: str) -> tuple[str, str | None]:
+    aggregate_type, sep, aggregate_id = value.partition(":")
+    if not aggregate_type or (sep and not aggregate_id):
+        raise click.BadParameter(f"{value!r}: expected TYPE or TYPE:ID, e.g. order or order:42",
+                                 param_hint="--aggregate")
+    return aggregate_type, aggregate_id if sep else None
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without its password, for output."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+_REPLAY_NOTE = ("consumers de-duplicate by event id (their inbox): events they already handled are skipped, "
+                "so a replay is safe for them")
+
+
+@command.command("replay")
+@click.option("--db", "db_url", help="Database holding the outbox (default: db from config).")
+@click.option("--router", "router_url", help="Router URL to publish to (default: router from config).")
+@click.option("--since", help="Events emitted at or after this: an age (7d, 12h, 30m) or an RFC 3339 time.")
+@click.option("--until", help="Events emitted before this: an age (7d, 12h, 30m) or an RFC 3339 time.")
+@click.option("--type", "types", multiple=True,
+              help="Event type, or a pattern with * and ?, e.g. 'shop.order.*'; repeatable.")
+@click.option("--aggregate", "aggregates", multiple=True,
+              help="Aggregate TYPE or TYPE:ID, e.g. order or order:42; repeatable.")
+@click.option("--id", "ids", multiple=True, help="Event id; repeatable.")
+@click.option("--position-from", type=click.IntRange(min=0), help="Lowest outbox position (inclusive).")
+@click.option("--position-to", type=click.IntRange(min=0), help="Highest outbox position (inclusive).")
+@click.option("--all", "everything", is_flag=True, help="Replay every published row (needed when no filter is given).")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events (the summary says where to go on).")
+@click.option("--batch", type=click.IntRange(min=1), help="Rows read and published per batch (default: relay.batch).")
+@click.option("--dry-run", is_flag=True, help="Count what would be sent, by type and destination; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Write the summary as one JSON object.")
+@click.pass_context
+def replay_command(ctx, db_url, router_url, since, until, types, aggregates, ids, position_from, position_to,
+                   everything, limit, batch, dry_run, as_json):
+    """Publish already-published outbox rows again, as the relay would, in position order.
+
+    \b
+    Filters combine (all must hold; a repeated one is an alternative). Only
+    published rows are replayed; the rows are never changed. Each event goes
+    out as the relay sends it: sealed rows stay sealed, and with
+    crypto.encrypt_at = 'relay' plaintext rows are sealed. Once an event of a
+    key fails, that key's later events are held back, so order per key holds.
+    A broker outage stops the replay; the summary says --position-from to go
+    on. Consumers de-duplicate by event id (their inbox), so events they
+    already handled are skipped: a replay is safe for them.
+    Exit code 1 if an event could not be published.
+
+    \b
+    Examples:
+      strangler events replay --db sqlite:///shop.db --router file://./events --since 2h --dry-run
+      strangler events replay --db postgresql+psycopg://app@db/shop --router redis://127.0.0.1:6379/0 \\
+          --type 'shop.order.*' --aggregate order:42 --since 2026-01-31T00:00:00Z --json
+    """
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from outbox.replay import Selection, replay
+    from outbox.routers import Destinations, RouterError, open_router, split_destination_prefix
+
+    from .outbox import _cutoff, engine_for
+    from .relay import envelope_transform_for
+
+    try:
+        selection = Selection(
+            since=_cutoff(since, "--since") if since else None,
+            until=_cutoff(until, "--until") if until else None,
+            types=types, aggregates=tuple(_aggregate(a) for a in aggregates), ids=ids,
+            position_from=position_from, position_to=position_to,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if selection.everything and not everything:
+        raise click.UsageError(
+            "say what to replay: --since, --until, --type, --aggregate, --id, --position-from/--position-to, "
+            "or --all for every published row"
+        )
+    config = load(ctx, db=db_url, router=router_url, relay__batch=batch)
+    transform = envelope_transform_for(config)
+    destinations = Destinations(prefix=split_destination_prefix(config.router)[1])
+    engine = engine_for(config.db)
+    router = None
+    try:
+        if not dry_run:
+            try:
+                router = open_router(config.router)
+            except RouterError as exc:
+                raise click.UsageError(f"--router {_shown_url(config.router)!r}: {exc}") from None
+        show_progress = not as_json and sys.stderr.isatty()
+
+        def progress(result) -> None:
+            if show_progress:
+                click.echo(f"\r{result.selected} events, position {result.last_position}", nl=False, err=True)
+
+        try:
+            result = replay(engine, router, selection, table_name=config.outbox_table, batch=config.relay.batch,
+                            limit=limit, envelope_transform=transform, destinations=destinations,
+                            dry_run=dry_run, progress=progress)
+        except (OperationalError, ProgrammingError) as exc:
+            raise Problems(
+                f"cannot read the outbox table {config.outbox_table!r}: {exc.orig}. "
+                "Has 'strangler outbox migrate' run on this database?"
+            ) from None
+        if show_progress:
+            click.echo("", err=True)
+    finally:
+        if router is not None:
+            router.close()
+        engine.dispose()
+    target = _shown_url(config.router)
+    if as_json:
+        click.echo(json.dumps({"router": target, **result.as_dict()}, ensure_ascii=False))
+    else:
+        _echo_replay(result, target)
+    if not dry_run and result.published:
+        click.echo(f"note: {_REPLAY_NOTE}", err=as_json)
+    if result.stopped:
+        raise Problems(f"stopped: {result.stopped}; go on with --position-from {result.resume_from}")
+    if not result.ok:
+        raise Problems(f"{result.failed} events failed and {result.held_back} were held back behind them")
+
+
+def _echo_replay(result, target: str) -> None:
+    if not result.selected:
+        click.echo("no published rows match")
+        return
+    span = f"positions {result.first_position}-{result.last_position}, " \
+           f"emitted {result.first_time.isoformat()} to {result.last_time.isoformat()}"
+    if result.dry_run:
+        click.echo(f"dry run: {result.selected} events would be replayed to {target} ({span}); nothing sent")
+    else:
+        click.echo(f"replayed {result.published} of {result.selected} events to {target} "
+                   f"in {result.batches} batches ({span})")
+    width = max(map(len, [*result.by_type, *result.by_destination]), default=0)
+    for label, counts in (("type", result.by_type), ("destination", result.by_destination)):
+        if counts:
+            click.echo(f"  by {label}:")
+            for name, count in sorted(counts.items()):
+                click.echo(f"    {name:<{width}}  {count}")
+    if result.failed or result.held_back:
+        click.echo(f"  failed {result.failed}, held back behind them {result.held_back}")
+        for error in result.errors:
+            click.echo(f"    #{error['position']} {error['id']}: {error['error']}")
+    if result.resume_from is not None and not result.stopped:
+        click.echo(f"  more rows match: go on with --position-from {result.resume_from}")

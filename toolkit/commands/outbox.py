@@ -177,7 +177,8 @@ def retry_command(ctx: click.Context, db: str | None, ids: tuple[str, ...], even
         raise Problems(f"{len(set(ids)) - result.rows} of the given ids are not dead rows")
 
 
-def _cutoff(value: str) -> "dt.datetime":
+def _cutoff(value: str, param_hint: str = "--published-before") -> "dt.datetime":
+    """Return the time an age (7d, 12h, 30m, 45s: that long ago) or an RFC 3339 time names."""
     import datetime as dt
     import re
 
@@ -190,7 +191,7 @@ def _cutoff(value: str) -> "dt.datetime":
     except ValueError:
         raise click.BadParameter(
             f"{value!r}: expected an age such as 7d, 12h, 30m, or an RFC 3339 time such as 2026-01-31T00:00:00Z",
-            param_hint="--published-before",
+            param_hint=param_hint,
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 

@@ -81,6 +81,21 @@ def command(ctx: click.Context, db, router_url, once, batch, metrics_port, max_a
         restore_logging()
 
 
+def envelope_transform_for(config):
+    """Return the relay's envelope transform: sealing with ``crypto.encrypt_at = "relay"``, else None."""
+    if config.crypto.encrypt_at != "relay":
+        return None
+    from outbox.crypto import producer_crypto
+
+    try:
+        return producer_crypto(
+            "relay", config.crypto.keys_dir, config.crypto.policy, producer=config.crypto.producer,
+            reuse_events=config.crypto.reuse_events, reuse_seconds=config.crypto.reuse_seconds,
+        ).envelope_transform
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"crypto.encrypt_at = 'relay' but the keys or policy cannot be loaded: {exc}")
+
+
 def _run(config, once: bool) -> None:
     from outbox.relay import Relay, RelayOptions
     from outbox.routers import RouterError, open_router
@@ -92,17 +107,7 @@ def _run(config, once: bool) -> None:
         router = open_router(config.router)
     except RouterError as exc:
         raise click.UsageError(f"--router {config.router!r}: {exc}") from None
-    transform = None
-    if config.crypto.encrypt_at == "relay":
-        from outbox.crypto import producer_crypto
-
-        try:
-            transform = producer_crypto(
-                "relay", config.crypto.keys_dir, config.crypto.policy, producer=config.crypto.producer,
-                reuse_events=config.crypto.reuse_events, reuse_seconds=config.crypto.reuse_seconds,
-            ).envelope_transform
-        except (OSError, ValueError) as exc:
-            raise click.UsageError(f"crypto.encrypt_at = 'relay' but the keys or policy cannot be loaded: {exc}")
+    transform = envelope_transform_for(config)
     metrics = server = None
     scheme = config.router.split(":", 1)[0]
     if config.relay.metrics_port:
