@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import BigInteger, all_, and_, any_, bindparam, not_, or_, select, update
+from sqlalchemy import BigInteger, Text, all_, and_, any_, bindparam, cast, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 
@@ -102,7 +102,7 @@ class RelayStats:
     lost_marks: int = 0
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Row:
     position: int
     key: tuple[str, str]
@@ -120,18 +120,20 @@ class _Batch:
     claimed_at: float
 
 
-def _position_in(table, positions: list[int], dialect: str):
-    """``position IN (...)``; on PostgreSQL ``= ANY(array)``: one parameter instead of hundreds."""
-    if dialect == "postgresql":
-        return table.c.position == any_(bindparam("positions", positions, type_=ARRAY(BigInteger())))
-    return table.c.position.in_(positions)
+def _int_array(name: str):
+    """A PostgreSQL ``bigint[]`` parameter, bound as its text form (``_int_array_text``).
+
+    One parameter instead of hundreds, and the text costs a fifth of the
+    driver's dumping of a list of ints. The cast sits in a scalar subquery so
+    PostgreSQL parses the array once per statement: a bare text-to-array cast is
+    only *stable*, and a filter would parse it again for every row it reads.
+    """
+    # The outer cast makes it one array value; a bare ALL (SELECT …) would compare with the subquery's rows.
+    return cast(select(cast(bindparam(name, type_=Text()), ARRAY(BigInteger()))).scalar_subquery(), ARRAY(BigInteger()))
 
 
-def _position_not_in(table, positions: list[int], dialect: str):
-    """``position NOT IN (...)``; on PostgreSQL ``<> ALL(array)``."""
-    if dialect == "postgresql":
-        return table.c.position != all_(bindparam("exclude", positions, type_=ARRAY(BigInteger())))
-    return table.c.position.not_in(positions)
+def _int_array_text(values: Sequence[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _now() -> dt.datetime:
@@ -169,6 +171,11 @@ class Relay:
         self._db_ok = False
         self._listener: threading.Thread | None = None
         self._random = random.Random()
+        #: The claim worker's connection (PostgreSQL, MariaDB), opened on the first claim.
+        self._claim_conn = None
+        self._pg = engine.dialect.name == "postgresql"
+        #: Statements built once: the claim's shapes, and the mark's.
+        self._statements: dict = {}
 
     # -- control ---------------------------------------------------------------------------
 
@@ -197,9 +204,14 @@ class Relay:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, *, once: bool = False) -> RelayStats:
-        """Relay until ``stop()``; with ``once``, until nothing is left to claim. Return the totals."""
-        self._stop.clear()
+        """Relay until ``stop()``; with ``once``, until nothing is left to claim. Return the totals.
+
+        A ``stop()`` that came before ``run`` makes it return at once, having claimed nothing.
+        """
         self.stats = RelayStats()
+        if self._stop.is_set():
+            self._stop.clear()  # taken: the next run relays
+            return self.stats
         # Claims and marks each have a worker thread and a connection of their own, so a claim never
         # queues behind a mark's commit; rows published but not yet marked are left out of claims.
         claims = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="strangler-relay-claim")
@@ -299,6 +311,7 @@ class Relay:
             if self._listener is not None:
                 self._listener.join(5)
                 self._listener = None
+            self._stop.clear()  # the next run relays
         return self.stats
 
     def drain(self) -> RelayStats:
@@ -352,39 +365,88 @@ class Relay:
         fences = {p: state.held[p] for p in partitions}
         if not partitions:
             return _Batch([], fences, time.monotonic())
+        blocked = [key for key, until in self.blocked.items() if until > time.monotonic()]
+        if len(blocked) > _MAX_EXCLUDED_KEYS:
+            blocked = []  # filtered after the read instead
+        subset = len(partitions) < 64
+        query = self._claim_statement(subset, bool(exclude), blocked)
+        params: dict = {"now": _now()}
+        if subset:
+            params["partitions"] = partitions
+        if exclude:
+            params["exclude"] = _int_array_text(exclude) if self._pg else list(exclude)
+        result = self._claim_read(query, params)
+        self._db_ok = True
+        rows = []
+        for (position, id_, aggregatetype, aggregateid, type_, payload, timestamp, span, source,
+             content_type, partition, attempts) in result:
+            try:
+                envelope, error = Envelope.from_columns(id_, source, type_, aggregatetype, aggregateid, timestamp,
+                                                        payload, content_type, span), None
+            except Exception as exc:  # a row that cannot be an event is poison
+                envelope, error = None, f"row cannot be read as a CloudEvent: {exc}"
+            rows.append(_Row(position, (aggregatetype, aggregateid), partition, attempts, type_, envelope, error))
+        return _Batch(rows, fences, time.monotonic())
+
+    def _claim_statement(self, subset: bool, exclude: bool, blocked: list[tuple[str, str]]):
+        """The claim's SELECT, built once per shape (blocked keys are rare and built each time).
+
+        Building and caching a statement costs more than a small claim's rows:
+        with NOTIFY a relay claims on every commit, so the shapes are kept.
+        """
+        shape = (subset, exclude)
+        query = None if blocked else self._statements.get(shape)
+        if query is not None:
+            return query
         t = self.table
-        now = _now()
         query = select(*(t.c[name] for name in _CLAIM_COLUMNS)).where(
             t.c.published_at.is_(None),
             t.c.dead_at.is_(None),
-            or_(t.c.available_at.is_(None), t.c.available_at <= now),
+            or_(t.c.available_at.is_(None), t.c.available_at <= bindparam("now", type_=t.c.available_at.type)),
         )
-        if len(partitions) < 64:
-            query = query.where(t.c.lease_partition.in_(partitions))
+        if subset:
+            query = query.where(t.c.lease_partition.in_(bindparam("partitions", expanding=True)))
         if exclude:
-            query = query.where(_position_not_in(t, list(exclude), self.engine.dialect.name))
-        blocked = [key for key, until in self.blocked.items() if until > time.monotonic()]
-        if blocked and len(blocked) <= _MAX_EXCLUDED_KEYS:
+            if self._pg:
+                query = query.where(t.c.position != all_(_int_array("exclude")))
+            else:
+                query = query.where(t.c.position.not_in(bindparam("exclude", expanding=True)))
+        if blocked:
             query = query.where(
                 not_(or_(*(and_(t.c.aggregatetype == a, t.c.aggregateid == b) for a, b in blocked)))
             )
         # (published_at, position) is ix_<t>_claim's order: the planner walks that index with
         # published_at IS NULL as its condition, never the primary key past published rows.
         query = query.order_by(t.c.published_at, t.c.position).limit(self.options.batch)
-        with self.engine.connect() as conn:
-            result = conn.execute(query).all()
-        self._db_ok = True
-        rows = []
-        for r in result:
+        if not blocked:
+            self._statements[shape] = query
+        return query
+
+    def _claim_read(self, query, params: dict) -> list:
+        """Run the claim's SELECT; on PostgreSQL and MariaDB on a connection kept for claims.
+
+        That connection is in autocommit: a claim is one round trip, not BEGIN ▸
+        SELECT ▸ ROLLBACK with a pool check-out around it. SQLite claims on a
+        connection of its own each time (its pools may share one connection).
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                return conn.execute(query, params).all()
+        if self._claim_conn is None:
+            self._claim_conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            return self._claim_conn.execute(query, params).all()
+        except Exception:
+            self._close_claim_connection()  # a new one next time
+            raise
+
+    def _close_claim_connection(self) -> None:
+        conn, self._claim_conn = self._claim_conn, None
+        if conn is not None:
             try:
-                envelope, error = Envelope.from_row(r), None
-            except Exception as exc:  # a row that cannot be an event is poison
-                envelope, error = None, f"row cannot be read as a CloudEvent: {exc}"
-            rows.append(
-                _Row(r.position, (r.aggregatetype, r.aggregateid), r.lease_partition, r.attempts, r.type,
-                     envelope, error)
-            )
-        return _Batch(rows, fences, time.monotonic())
+                conn.close()
+            except Exception:  # already broken; the pool discards it
+                pass
 
     def _mark(self, batch: _Batch, results: dict[int, PublishResult]) -> None:
         """Write the outcome of a published batch: published rows, failed rows, dead rows."""
@@ -409,11 +471,7 @@ class Relay:
                 ok = [p for p in ok if partition_of[p] in held]
                 failed = [row for row in failed if row.partition in held]
             if ok:
-                conn.execute(
-                    update(t)
-                    .where(_position_in(t, ok, conn.dialect.name), t.c.published_at.is_(None))
-                    .values(published_at=now, published_by=self.owner[:128])
-                )
+                conn.execute(self._mark_statement(), {"now": now, "positions": _int_array_text(ok) if self._pg else ok})
             for row in failed:
                 attempts = row.attempts + 1
                 error = (results[row.position].error or "failed")[:4000]
@@ -434,7 +492,25 @@ class Relay:
                 extra={"relay": {"event": "fenced", "rows": lost}},
             )
 
+    def _mark_statement(self):
+        """``UPDATE … SET published_at WHERE position IN (…) AND published_at IS NULL``, built once."""
+        query = self._statements.get("mark")
+        if query is None:
+            t = self.table
+            if self._pg:
+                published = t.c.position == any_(_int_array("positions"))
+            else:
+                published = t.c.position.in_(bindparam("positions", expanding=True))
+            query = (
+                update(t)
+                .where(published, t.c.published_at.is_(None))
+                .values(published_at=bindparam("now", type_=t.c.published_at.type), published_by=self.owner[:128])
+            )
+            self._statements["mark"] = query
+        return query
+
     def _shutdown(self) -> None:
+        self._close_claim_connection()
         with self.engine.begin() as conn:
             self.leases.release_all(conn)
 

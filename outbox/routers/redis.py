@@ -5,7 +5,10 @@ context attribute with a ``ce_`` prefix (``ce_id``, ``ce_type``, …,
 ``ce_datacontenttype``) plus ``data`` (the bytes as emitted). A batch is one
 pipeline of ``XADD`` commands: one round trip, and an entry is reported
 published only once Redis replied with its id (with ``appendfsync always``
-that reply also means it is on disk). ``maxlen`` caps each stream
+that reply also means it is on disk). The router packs the commands itself
+(``pack_event``) and sends them on a connection of redis-py's pool: redis-py's
+general packer costs about 15 µs for a twelve-field entry, more than the rest
+of the relay's work on an event; the replies are read by redis-py. ``maxlen`` caps each stream
 (approximately, ``MAXLEN ~``); by default streams are not trimmed.
 
 Options (keyword or URL query): ``maxlen``, ``max_bytes`` (default 64 MiB),
@@ -50,9 +53,32 @@ def _client(url: str, opts: dict):
         raise RouterError(f"{url}: not a Redis URL ({exc}); e.g. redis://127.0.0.1:6379/0") from exc
 
 
+def pack_event(stream: str, event: Envelope, maxlen: int | None = None) -> bytes:
+    """Return the RESP bytes of the ``XADD`` of ``event``'s stream entry (what ``entry_fields`` holds)."""
+    args: list[bytes] = [b"XADD", stream.encode()]
+    if maxlen is not None:
+        args += [b"MAXLEN", b"~", str(maxlen).encode()]
+    args.append(b"*")
+    for name, value in event.attribute_items():
+        args.append(_FIELD_NAMES.get(name) or (PREFIX + name).encode())
+        args.append(value.encode())
+    args.append(b"data")
+    args.append(bytes(event.data))
+    return _resp(args)
+
+
+def _resp(args: list[bytes]) -> bytes:
+    return b"*%d\r\n%b" % (len(args), b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args]))
+
+
+_FIELD_NAMES = {name: (PREFIX + name).encode() for name in (
+    "specversion", "id", "source", "type", "subject", "time", "datacontenttype", "aggregatetype",
+    "partitionkey", "traceparent", "tracestate")}
+
+
 def entry_fields(event: Envelope) -> dict[str, bytes | str]:
     """Return the stream entry of ``event``: ``ce_<attribute>`` fields and ``data``."""
-    fields: dict[str, bytes | str] = {PREFIX + name: value for name, value in event.attributes().items()}
+    fields: dict[str, bytes | str] = {PREFIX + name: value for name, value in event.attribute_items()}
     fields["data"] = event.data
     return fields
 
@@ -84,7 +110,7 @@ class RedisRouter:
     def publish(self, batch: Sequence[Envelope]) -> list[PublishResult]:
         """XADD every event in one pipeline; ok once Redis returned the entry id."""
         results: list[PublishResult | None] = [None] * len(batch)
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[bytes] = []
         queued: list[int] = []
         gate = KeyGate()
         for index, event in enumerate(batch):
@@ -92,30 +118,45 @@ class RedisRouter:
             if held is not None:
                 results[index] = held
                 continue
-            fields = entry_fields(event)
-            size = len(event.data) + sum(len(k) + len(v) for k, v in fields.items() if k != "data")
-            if size > self.max_bytes:
-                results[index] = gate.fail(event, too_large(event.id, size, self.max_bytes, "redis"))
+            command = pack_event(self.destinations.for_event(event), event, self.maxlen)
+            if len(command) > self.max_bytes:
+                results[index] = gate.fail(event, too_large(event.id, len(command), self.max_bytes, "redis"))
                 continue
-            pipe.xadd(self.destinations.for_event(event), fields, maxlen=self.maxlen, approximate=True)
+            commands.append(command)
             queued.append(index)
         if queued:
-            try:
-                replies = pipe.execute(raise_on_error=False)
-            except (self.redis.ConnectionError, self.redis.TimeoutError, OSError) as exc:
-                for index in queued:
-                    results[index] = PublishResult(batch[index].id, f"redis unreachable: {exc}")
-                return results  # type: ignore[return-value]
-            for index, reply in zip(queued, replies):
-                if isinstance(reply, Exception):
-                    text = str(reply)
-                    transient = isinstance(reply, (self.redis.ConnectionError, self.redis.TimeoutError)) or (
-                        text.split(" ", 1)[0] in _TRANSIENT_REPLIES
-                    )
-                    results[index] = PublishResult(batch[index].id, f"redis refused XADD: {text}", not transient)
-                else:
-                    results[index] = PublishResult(batch[index].id)
+            self._send(batch, queued, commands, results)
         return results  # type: ignore[return-value]
+
+    def _send(self, batch, queued: list[int], commands: list[bytes], results: list) -> None:
+        """Write the packed commands in one go, then read one reply per command, in order."""
+        redis = self.redis
+        pool = self.client.connection_pool
+        read = 0
+        try:
+            connection = pool.get_connection()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            for index in queued:
+                results[index] = PublishResult(batch[index].id, f"redis unreachable: {exc}")
+            return
+        try:
+            connection.send_packed_command([b"".join(commands)])  # one write for the batch
+            for index in queued:
+                try:
+                    connection.read_response()
+                    results[index] = PublishResult(batch[index].id)
+                except redis.ResponseError as reply:
+                    text = str(reply)
+                    transient = text.split(" ", 1)[0] in _TRANSIENT_REPLIES
+                    results[index] = PublishResult(batch[index].id, f"redis refused XADD: {text}", not transient)
+                read += 1
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            # Replies not read are unknown: reported transient, the relay publishes them again.
+            connection.disconnect()
+            for index in queued[read:]:
+                results[index] = PublishResult(batch[index].id, f"redis unreachable: {exc}")
+        finally:
+            pool.release(connection)
 
     def close(self) -> None:
         """Close the connection pool; safe twice."""

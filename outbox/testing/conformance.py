@@ -35,6 +35,7 @@ Hooks a subclass may set or override:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -250,7 +251,7 @@ class RouterConformance:
 
 
 def _fields(event: Envelope) -> dict:
-    return {f: getattr(event, f) for f in event.__dataclass_fields__}
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.init}
 
 
 def _rfc3339(value: Any) -> str:

@@ -87,3 +87,20 @@ def test_a_wrongtype_key_is_a_permanent_failure():
         router.close()
         client.delete(prefix + "order")
         client.close()
+
+
+@pytest.mark.parametrize("maxlen", [None, 1000])
+def test_the_routers_packed_xadd_is_byte_for_byte_redis_pys(maxlen):
+    """The router packs XADD itself for speed; what it sends must be what redis-py would send."""
+    require_module("redis", "redis")
+    from redis.connection import PythonRespSerializer
+
+    from outbox.routers.redis import entry_fields, pack_event
+    from outbox.testing.conformance import make_event
+
+    event = make_event(key="é-1")  # non-ASCII: lengths are bytes, not characters
+    args = ["XADD", "orders"] + (["MAXLEN", "~", str(maxlen)] if maxlen else []) + ["*"]
+    for name, value in entry_fields(event).items():
+        args += [name, value]
+    serializer = PythonRespSerializer(buffer_cutoff=1 << 30, encode=lambda v: v.encode() if isinstance(v, str) else v)
+    assert pack_event("orders", event, maxlen) == b"".join(serializer.pack(*args))
