@@ -80,12 +80,13 @@ class Site:
 
 @dataclasses.dataclass(frozen=True)
 class Edit:
-    """Insert ``code`` (one or more statements) before or after the statement ``anchor``."""
+    """Insert ``code`` (one or more statements) before or after the statement ``anchor``, and ``lead`` before it."""
 
     anchor: cst.CSTNode
     before: bool
     code: str
     imports: tuple[tuple[str, str], ...]  # (module, name)
+    lead: str = ""
 
 
 @dataclasses.dataclass
@@ -125,23 +126,33 @@ def _child_fields(tp: type) -> tuple[str, ...]:
     return fields
 
 
-def _calls_in(node: cst.CSTNode) -> list[cst.Call]:
-    """Calls inside an expression or simple statement, outermost first, not inside lambdas."""
+_COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
+
+
+def _calls_in(node: cst.CSTNode, repeated: set[cst.Call] | None = None) -> list[cst.Call]:
+    """Calls inside an expression or simple statement, outermost first, not inside lambdas.
+
+    Calls inside a comprehension or generator expression, which may run any
+    number of times, are also added to ``repeated`` when it is given.
+    """
     out: list[cst.Call] = []
-    stack = [node]
+    stack: list[tuple[cst.CSTNode, bool]] = [(node, False)]
     while stack:
-        current = stack.pop()
+        current, inside = stack.pop()
         tp = type(current)
         if tp is cst.Lambda:
             continue
         if tp is cst.Call:
             out.append(current)
+            if inside and repeated is not None:
+                repeated.add(current)
+        inside = inside or tp in _COMPREHENSIONS
         for name in _child_fields(tp):
             value = getattr(current, name)
             if isinstance(value, cst.CSTNode):
-                stack.append(value)
+                stack.append((value, inside))
             elif type(value) in (list, tuple):
-                stack.extend(reversed(value))
+                stack.extend((child, inside) for child in reversed(value))
     return out
 
 
@@ -218,7 +229,8 @@ class Detector:
         self.settings = settings
         self.order = 0
         self.functions: list[_Scope] = []
-        self.emit_name = self._emit_binding()
+        self.names = {name: self._binding(name) for name in ("emit", "added", "track_added")}
+        self.emit_name = self.names["emit"]
         self.wrapper_names = index.method_names()
 
     # -- entry ---------------------------------------------------------------------------------
@@ -252,17 +264,21 @@ class Detector:
             return True
         return False
 
-    def _emit_binding(self) -> str:
-        """The name our ``emit`` will have here: ``emit``, or ``outbox_emit`` if ``emit`` is taken."""
+    def _binding(self, name: str) -> str:
+        """The name outbox's ``name`` will have here: ``name``, or ``outbox_<name>`` if ``name`` is taken."""
         facts = self.index.modules.get(self.modname)
         if facts is None:
-            return "emit"
-        bound = facts.imports.get("emit")
-        if bound is None and "emit" not in facts.functions and "emit" not in facts.globals:
-            return "emit"
-        if bound in EMIT_NAMES:
-            return "emit"
-        return "outbox_emit"
+            return name
+        bound = facts.imports.get(name)
+        if bound is None and name not in facts.functions and name not in facts.globals:
+            return name
+        if bound in (f"outbox.{name}", f"outbox.emit.{name}"):
+            return name
+        return f"outbox_{name}"
+
+    def _import(self, name: str) -> tuple[str, str]:
+        bound = self.names[name]
+        return ("outbox", name) if bound == name else ("outbox", f"{name} as {bound}")
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -442,12 +458,14 @@ class Detector:
     # -- calls -----------------------------------------------------------------------------------
 
     def _calls(self, node: cst.CSTNode, stmt: cst.CSTNode, scope: _Scope, ignored: bool, in_begin: bool, header: bool):
-        for call in _calls_in(node):
-            self._call(call, stmt, scope, ignored, in_begin, header, node)
+        repeated: set[cst.Call] = set()
+        for call in _calls_in(node, repeated):
+            self._call(call, stmt, scope, ignored, in_begin, header, node, call in repeated)
 
-    def _call(self, call: cst.Call, stmt, scope: _Scope, ignored: bool, in_begin: bool, header: bool, small):
+    def _call(self, call: cst.Call, stmt, scope: _Scope, ignored: bool, in_begin: bool, header: bool, small,
+              repeated: bool = False):
         func = call.func
-        common = dict(ignored=ignored, in_begin=in_begin, header=header, small=small)
+        common = dict(ignored=ignored, in_begin=in_begin, header=header, small=small, repeated=repeated)
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             if method in ("populate_obj", "load"):
@@ -537,12 +555,13 @@ class Detector:
                 ):
                     return  # a set's or a cache's .add/.delete, not a session's
                 many = method == "add_all"
+                built = self._built(entity_node, entity, scope) if method == "add" else None
                 assigned = common["small"]
                 if (method == "merge" and isinstance(assigned, cst.Assign) and assigned.value is call
                         and len(assigned.targets) == 1 and isinstance(assigned.targets[0].target, cst.Name)):
                     entity_node = assigned.targets[0].target
                 self._site(scope, site_kind, call, stmt, verb=verb, cls=cls, target=target,
-                           entity_node=entity_node, many=many, confidence=confidence, **common)
+                           entity_node=entity_node, many=many, built=built, confidence=confidence, **common)
             elif method in BULK and args:
                 cls = None
                 first = self.value_of(args[0].value, scope)
@@ -622,6 +641,23 @@ class Detector:
                            entity_node=recv_node, confidence="medium",
                            decide=f"{method}() is defined outside the scanned tree and may commit: "
                            "the emit cannot be placed inside its transaction", **common)
+
+    def _built(self, node: cst.CSTNode, entity: Value | None, scope: _Scope) -> str | None:
+        """Code of the class when ``node`` builds a new object of a mapped class (``StockLevel(...)``).
+
+        Only a class named at module level (``StockLevel``, ``models.StockLevel``):
+        a local or a parameter (``cls(...)``) may be any class at run time.
+        """
+        if not isinstance(node, cst.Call) or entity is None or entity.kind != "entity" or entity.origin != "new":
+            return None
+        if not entity.cls or not _is_reference(node.func):
+            return None
+        root = node.func
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        if isinstance(root, cst.Name) and scope.lookup(root.value)[0]:
+            return None
+        return code_of(node.func)
 
     def _execute(self, call, receiver: Value, target: str, scope: _Scope, stmt, common: dict, confidence: str):
         statement = self.value_of(call.args[0].value, scope)
@@ -943,14 +979,22 @@ class Detector:
             if event.kind == "site":
                 entity_node = event.data.get("entity_node")
                 event.data["entity_code"] = code_of(entity_node) if entity_node is not None else None
+                if event.data.get("built"):
+                    event.data["entity_code"] = f"{self.names['added']}({event.data['target']}, {event.data['built']})"
         explicit_entities = {e.data["entity_code"] for e in events if e.kind == "site"}
-        for event in events:
-            if event.kind == "site":
-                info = dict(event.data)
-                later = [c for c in commits if c.order > event.order]
-                info["commit_visible"] = bool(later) or info.get("in_begin", False)
-                info["covered_by"] = self._claim(event, info, emits, claimed)
-                yield scope, event, info
+        sites = [e for e in events if e.kind == "site"]
+        for i, event in enumerate(sites):
+            info = dict(event.data)
+            later = [c for c in commits if c.order > event.order]
+            info["commit_visible"] = bool(later) or info.get("in_begin", False)
+            window = None
+            if info.get("built"):
+                # added() names whatever the last tracked add attached: only an emit between this add and
+                # the next add of the same class can be this one's.
+                following = [e.order for e in sites[i + 1:] if e.data.get("entity_code") == info["entity_code"]]
+                window = (event.order, following[0] if following else self.order + 1)
+            info["covered_by"] = self._claim(event, info, emits, claimed, window)
+            yield scope, event, info
         # Implicit updates: one per entity per commit that follows them.
         seen: set[tuple[str, int]] = set()
         for event in events:
@@ -972,12 +1016,13 @@ class Detector:
             info["covered_by"] = self._claim(event, info, emits, claimed)
             yield scope, event, info
 
-    def _claim(self, event: _Event, info: dict, emits: list[_Event], claimed: set[int]) -> _Event | None:
+    def _claim(self, event: _Event, info: dict, emits: list[_Event], claimed: set[int],
+               window: tuple[int, int] | None = None) -> _Event | None:
         entity = info.get("entity_code")
         aggregate = self._aggregate(info)
         best = None
         for emit in emits:
-            if emit.order in claimed:
+            if emit.order in claimed or (window is not None and not window[0] < emit.order < window[1]):
                 continue
             if entity is not None and emit.data.get("entity") != entity:
                 continue
@@ -1045,15 +1090,18 @@ class Detector:
             action, reason = "ignored", "# strangler: ignore"
         elif decide:
             action, reason = "decide", decide
+        elif info.get("repeated"):
+            action, reason = "decide", (
+                "the write is inside a comprehension or generator: one emit after the line cannot follow each "
+                "write (write it as a for loop)"
+            )
         else:
             action, reason = self._decision(kind, info, aggregate, dynamic)
         edit = None
         if action == "rewrite":
-            edit = self._edit(kind, info, event, aggregate, verb, event_type, dynamic)
+            edit, refusal = self._edit(kind, info, event, aggregate, verb, event_type, dynamic)
             if edit is None:
-                action, reason = "decide", (
-                    "the emit has no safe place: the entity is not a plain name, or the site is inside an expression"
-                )
+                action, reason = "decide", f"the emit has no safe place: {refusal}"
         site = Site(
             path=self.path,
             line=line,
@@ -1083,16 +1131,19 @@ class Detector:
             return "decide", "the aggregate cannot be known (pass it by configuring an event type for this site)"
         return "rewrite", ""
 
-    def _edit(self, kind, info, event: _Event, aggregate, verb, event_type, dynamic) -> Edit | None:
+    def _edit(self, kind, info, event: _Event, aggregate, verb, event_type, dynamic) -> tuple[Edit | None, str]:
+        """The edit for a site, or None and why there is no safe place for its emit."""
         stmt = event.stmt
         if stmt is None:
-            return None
+            return None, "a one-line block (`if x: session.add(y)`) has no line of its own to put it after"
         target = info["target"]
         entity = info.get("entity_code")
-        imports = [("outbox", "emit")] if self.emit_name == "emit" else [("outbox", "emit as outbox_emit")]
+        built = info.get("built")
+        imports = [self._import("emit")]
         fn = self.emit_name
         entity_less = kind in ("session-bulk", "query-bulk", "execute", "dbapi")
         many = info.get("many")
+        lead = ""
         if entity_less:
             args = [target, f'"{event_type}"', f'aggregate="{aggregate}"']
             if info.get("key"):
@@ -1102,9 +1153,20 @@ class Detector:
             code = f"{fn}({', '.join(args)})"
         else:
             entity_node = info.get("entity_node")
-            if entity is None or not _is_reference(entity_node):
-                return None
+            if entity is None or not (built or _is_reference(entity_node)):
+                if many:
+                    return None, "the objects are built in the call: bind the list to a name first " \
+                                 "(`items = [...]`), so the emit can loop over it"
+                if kind == "session-merge":
+                    return None, "merge returns the object it wrote: assign it (`x = session.merge(...)`), " \
+                                 "so the emit can name it"
+                return None, "the entity is not a name: bind it to one first (`x = ...`)"
             element = "_entity" if many else entity
+            if built:
+                # An object built in the add has no name: track_added() before the add lets added() after
+                # it return the very object the add attached.
+                imports += [self._import("track_added"), self._import("added")]
+                lead = f"{self.names['track_added']}({target}, {built})"
             if dynamic:
                 imports.append(("outbox.emit", "aggregate_type_of"))
                 type_code = naming.dynamic_type_code(self.settings.prefix, element, verb)
@@ -1127,11 +1189,15 @@ class Detector:
                 after = body[body.index(small) + 1 :]
                 if any(_is_commit(s) for s in after):
                     before = True
+            if before and built:
+                return None, "the object is built on a line that also commits or returns: the emit can " \
+                             "neither follow the add nor come before the object exists; split the line"
             if before and entity and not entity_less and self._binds(stmt, entity):
-                return None
+                return None, "the entity is bound by the very line that must be followed by a commit; split the line"
         elif header and entity and not entity_less:
-            return None
-        return Edit(anchor=stmt, before=before, code=code, imports=tuple(imports))
+            return None, "the write is in the header of a compound statement (`if`, `with`, `for`) and " \
+                         "its entity may not exist before it"
+        return Edit(anchor=stmt, before=before, code=code, imports=tuple(imports), lead=lead), ""
 
     def _binds(self, stmt: cst.SimpleStatementLine, name: str) -> bool:
         for small in stmt.body:

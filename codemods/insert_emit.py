@@ -36,6 +36,8 @@ class _Inserter(cst.CSTTransformer):
         self.before: dict[int, list[cst.BaseStatement]] = {}
         self.after: dict[int, list[cst.BaseStatement]] = {}
         for edit in edits:
+            if edit.lead:
+                self.before.setdefault(id(edit.anchor), []).append(cst.parse_statement(edit.lead))
             slot = self.before if edit.before else self.after
             slot.setdefault(id(edit.anchor), []).append(cst.parse_statement(edit.code))
         for hook in hooks:

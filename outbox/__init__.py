@@ -4,7 +4,7 @@ Importable with SQLAlchemy alone; broker clients and crypto libraries are
 imported by the feature that needs them.
 """
 
-from .emit import EmitError, emit
+from .emit import EmitError, added, emit, track_added
 from .envelope import Envelope
 from .settings import configure
 from .table import attach_to, get_outbox_table, metadata, outbox_table
@@ -12,10 +12,12 @@ from .table import attach_to, get_outbox_table, metadata, outbox_table
 __all__ = [
     "EmitError",
     "Envelope",
+    "added",
     "attach_to",
     "configure",
     "emit",
     "get_outbox_table",
     "metadata",
     "outbox_table",
+    "track_added",
 ]

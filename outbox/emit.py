@@ -28,6 +28,7 @@ from .tracing import create_context
 
 _EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 _PENDING = "strangler.pending_events"
+_TRACKED = "strangler.tracked_adds"
 
 
 class EmitError(ValueError):
@@ -259,13 +260,72 @@ def _before_commit(session: Session) -> None:
 def _after_rollback(session: Session) -> None:
     if session.info.get(_PENDING):
         session.info[_PENDING] = []
+    if session.info.get(_TRACKED):
+        session.info[_TRACKED] = {}
+
+
+# -- An entity with no name: session.add(StockLevel(...)) --------------------------------
+
+
+def track_added(session: Any, cls: type) -> None:
+    """Remember the first instance of ``cls`` that ``session`` attaches from now on, for ``added``.
+
+    Goes right before ``session.add(Cls(...))``, an object built in the call
+    that no name holds, so that the line after the add can emit it::
+
+        track_added(db.session, StockLevel)
+        db.session.add(StockLevel(product_id=product_id, on_hand=quantity))
+        emit(db.session, "shop.stock_level.created", added(db.session, StockLevel))
+
+    The add attaches its argument before the objects it cascades to, and a
+    constructor that adds the object itself attaches it earlier still, so the
+    first ``cls`` attached since this call is the object of the add. Tracking
+    the same class again starts over.
+    """
+    _session_of(session).info.setdefault(_TRACKED, {})[cls] = None
+
+
+def added(session: Any, cls: type) -> Any:
+    """Return the instance of ``cls`` that ``session`` attached first since ``track_added(session, cls)``.
+
+    Raises ``EmitError`` when the session attached no ``cls`` since then (the
+    object was in the session already, so ``add`` attached nothing), or when
+    nothing tracks ``cls``: emitting some other object would be a wrong event.
+    """
+    tracked = _session_of(session).info.get(_TRACKED)
+    if not tracked or cls not in tracked:
+        raise EmitError(f"added(session, {cls.__name__}): call track_added(session, {cls.__name__}) before the add")
+    instance = tracked.pop(cls)
+    if instance is None:
+        raise EmitError(
+            f"added(session, {cls.__name__}): the session attached no {cls.__name__} since track_added(); "
+            "an object already in the session is not attached again: emit it by its name"
+        )
+    return instance
+
+
+def _session_of(target: Any) -> Session:
+    if isinstance(target, scoped_session):
+        target = target()
+    if not isinstance(target, Session):
+        raise EmitError(f"a SQLAlchemy Session or scoped session is needed, not {target.__class__.__name__}")
+    return target
+
+
+def _after_attach(session: Session, instance: Any) -> None:
+    tracked = session.info.get(_TRACKED)
+    if tracked:
+        for cls, found in tracked.items():
+            if found is None and isinstance(instance, cls):
+                tracked[cls] = instance
 
 
 # Registered once on the Session class rather than per session: a per-session
 # listen() costs more than the rest of emit together. Sessions that never emit
-# pay one dict lookup per commit and rollback.
+# pay one dict lookup per commit and rollback, and one per object they attach.
 sa_event.listen(Session, "before_commit", _before_commit)
 sa_event.listen(Session, "after_rollback", _after_rollback)
+sa_event.listen(Session, "after_attach", _after_attach)
 
 
 # -- DB-API connections: legacy modules with a raw cursor ---------------------------------

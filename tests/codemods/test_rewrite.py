@@ -318,14 +318,120 @@ def test_sql_where_on_the_primary_key_becomes_the_events_key(tmp_path):
         from .models import db, User
 
 
+        def make(name, factory):
+            db.session.add(factory(name=name))
+    ''', "the entity is not a name"),
+    ('''
+        from .models import db, User
+
+
+        class Users:
+            @classmethod
+            def make(cls, name):
+                db.session.add(cls(name=name))
+    ''', "the entity is not a name"),
+    ('''
+        from .models import db, User
+
+
         def make(name):
-            db.session.add(User(name=name))
-    ''', "no safe place"),
+            db.session.add(User(name=name)); db.session.commit()
+    ''', "built on a line that also commits"),
+    ('''
+        from .models import db, User
+
+
+        def make(names):
+            db.session.add_all([User(name=n) for n in names])
+    ''', "bind the list to a name"),
+    ('''
+        from .models import db, User
+
+
+        def make(user_id, name):
+            db.session.merge(User(id=user_id, name=name))
+    ''', "assign it"),
+    ('''
+        from .models import db, User
+
+
+        def make(names):
+            [db.session.add(User(name=n)) for n in names]
+    ''', "inside a comprehension"),
+    ('''
+        from .models import db, User
+
+
+        def drop(users):
+            any(db.session.delete(u) for u in users)
+    ''', "inside a comprehension"),
 ])
 def test_refusals_are_reported_as_needing_a_decision(tmp_path, source, reason):
     result = assert_codemod(tmp_path, source, source)
     decided = [s for s in result.sites if s.action == "decide"]
     assert len(decided) == 1 and reason in decided[0].reason
+
+
+def test_an_object_built_in_the_add_is_tracked_and_emitted_by_what_the_add_attached(tmp_path):
+    # No name holds the object: the line must stay as it is, so a line before it starts tracking its
+    # class and the emit after it takes the object the add attached (its cascaded children are not it).
+    result = assert_codemod(tmp_path, '''
+        from . import models
+        from .models import db, Order, User
+
+
+        def restock(user_id, rows, name):
+            if name:
+                # a comment stays above
+                db.session.add(User(name=name, orders=[Order(status="new")]))  # and one after
+            for row in rows:
+                db.session.add(models.Order(status=row))
+            db.session.commit()
+    ''', '''
+        from . import models
+        from .models import db, Order, User
+        from outbox import added, emit, track_added
+
+
+        def restock(user_id, rows, name):
+            if name:
+                # a comment stays above
+                track_added(db.session, User)
+                db.session.add(User(name=name, orders=[Order(status="new")]))  # and one after
+                emit(db.session, "app.user.created", added(db.session, User))
+            for row in rows:
+                track_added(db.session, models.Order)
+                db.session.add(models.Order(status=row))
+                emit(db.session, "app.order.created", added(db.session, models.Order))
+            db.session.commit()
+    ''')
+    assert [(s.action, s.event_type) for s in result.sites] == [("rewrite", "app.user.created"),
+                                                                 ("rewrite", "app.order.created")]
+
+
+def test_names_taken_in_the_module_are_not_shadowed_by_the_tracking_helpers(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db, User
+
+        added = []
+
+
+        def make(name):
+            db.session.add(User(name=name))
+            added.append(name)
+    ''', '''
+        from .models import db, User
+        from outbox import added as outbox_added, emit, track_added
+
+        added = []
+
+
+        def make(name):
+            track_added(db.session, User)
+            db.session.add(User(name=name))
+            emit(db.session, "app.user.created", outbox_added(db.session, User))
+            added.append(name)
+    ''')
 
 
 def test_wrapper_defined_outside_the_tree_is_a_decision(tmp_path):
