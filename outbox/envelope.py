@@ -81,10 +81,12 @@ class Envelope:
 
     def __post_init__(self):
         attrs = self._compute_attributes()
-        # The names are this class's own: only the values need checking.
-        if not (self.id and self.source and self.type and self.specversion) or not all(
-            value.__class__ is str for value in attrs.values()
-        ):
+        # The names are this class's own: only the values need checking (join fails on a non-string).
+        try:
+            valid = bool(self.id and self.source and self.type and self.specversion) and bool("".join(attrs.values()))
+        except TypeError:
+            valid = False
+        if not valid:
             validate_attributes(attrs)  # raises, naming the attribute
         if not isinstance(self.data, (bytes, bytearray)):
             raise EnvelopeError("event data must be bytes")

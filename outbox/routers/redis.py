@@ -55,25 +55,30 @@ def _client(url: str, opts: dict):
 
 def pack_event(stream: str, event: Envelope, maxlen: int | None = None) -> bytes:
     """Return the RESP bytes of the ``XADD`` of ``event``'s stream entry (what ``entry_fields`` holds)."""
-    args: list[bytes] = [b"XADD", stream.encode()]
-    if maxlen is not None:
-        args += [b"MAXLEN", b"~", str(maxlen).encode()]
-    args.append(b"*")
-    for name, value in event.attribute_items():
-        args.append(_FIELD_NAMES.get(name) or (PREFIX + name).encode())
-        args.append(value.encode())
-    args.append(b"data")
-    args.append(bytes(event.data))
-    return _resp(args)
+    name = stream.encode()
+    items = event.attribute_items()
+    trim = b"$6\r\nMAXLEN\r\n$1\r\n~\r\n$%d\r\n%d\r\n" % (len(str(maxlen)), maxlen) if maxlen is not None else b""
+    parts = [b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n%b$1\r\n*\r\n"
+             % (5 + 2 * len(items) + (3 if trim else 0), len(name), name, trim)]
+    headers = _FIELD_HEADERS
+    for attribute, value in items:
+        encoded = value.encode()
+        parts.append(b"%b$%d\r\n%b\r\n" % (headers.get(attribute) or _field_header(attribute), len(encoded), encoded))
+    data = bytes(event.data)
+    parts.append(b"$4\r\ndata\r\n$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
-def _resp(args: list[bytes]) -> bytes:
-    return b"*%d\r\n%b" % (len(args), b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args]))
+def _field_header(attribute: str) -> bytes:
+    """The RESP bulk string of the field name ``ce_<attribute>``, made once per name."""
+    header = _FIELD_HEADERS.get(attribute)
+    if header is None:
+        field = (PREFIX + attribute).encode()
+        header = _FIELD_HEADERS[attribute] = b"$%d\r\n%b\r\n" % (len(field), field)
+    return header
 
 
-_FIELD_NAMES = {name: (PREFIX + name).encode() for name in (
-    "specversion", "id", "source", "type", "subject", "time", "datacontenttype", "aggregatetype",
-    "partitionkey", "traceparent", "tracestate")}
+_FIELD_HEADERS: dict[str, bytes] = {}
 
 
 def entry_fields(event: Envelope) -> dict[str, bytes | str]:

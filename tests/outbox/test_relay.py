@@ -140,8 +140,8 @@ def test_a_transform_that_raises_fails_its_row_and_holds_back_only_its_key(sqlit
     engine.dispose()
 
 
-def test_a_relay_that_lost_its_lease_cannot_mark(sqlite_url, events_dir):
-    engine = migrated_engine(sqlite_url)
+def test_a_relay_that_lost_its_lease_cannot_mark(database_url, events_dir):
+    engine = migrated_engine(database_url)
     emit_events(engine, ["a"], per_key=3)
     leases = get_lease_table()
     partition = partition_for("order", "a")
