@@ -35,6 +35,16 @@ def test_loyalty_ledger_records_each_award(app, place):
     assert entries[1][1:] == (4, "order")
 
 
+def test_an_order_under_a_dollar_earns_no_points(app, client, place):
+    gum = {"id": 9, "sku": "GUM", "name": "Chewing gum", "price_cents": 60, "stock": 50}
+    assert client.post("/admin/catalogue/import", json={"rows": [gum]}).status_code == 200
+    order = place(("GUM", 1)).get_json()
+    assert order["total_cents"] == 60
+    assert client.get(f"/customers/{order['customer_id']}").get_json()["loyalty_points"] == 0
+    with app.app_context():
+        assert LoyaltyEntry.query.count() == 0
+
+
 def test_checkout_merges_repeated_items_and_drops_empty_lines(place, stock):
     order = place(("TEA", 1), ("MUG", 0), ("TEA", 2)).get_json()
     assert [(line["sku"], line["quantity"]) for line in order["lines"]] == [("TEA", 3)]

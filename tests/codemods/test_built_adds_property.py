@@ -12,6 +12,7 @@ in that order, with the add's own lines untouched in between.
 from __future__ import annotations
 
 import ast
+import os
 import tempfile
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def modules(draw) -> str:
                       "def handler(name, names, lock):", *("    " + line for line in body)]) + "\n"
 
 
-@settings(max_examples=int(__import__("os").environ.get("STRANGLER_PROPERTY_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("STRANGLER_PROPERTY_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(source=modules())
 def test_built_adds_are_rewritten_by_inserting_lines_only(source):
     with tempfile.TemporaryDirectory() as folder:

@@ -6,8 +6,8 @@ import decimal
 import json
 
 import pytest
-from sqlalchemy import MetaData, create_engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ForeignKey, Integer, MetaData, String, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from outbox import attach_to, emit, outbox_table
 from outbox.capture import capture_updates, stop_capturing
@@ -98,3 +98,80 @@ def test_one_event_per_entity_per_transaction(engine):
             session.flush()
         session.commit()
     assert sorted(e[1] for e in events(engine)) == sorted([str(first), str(second)])
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Account(_Base):
+    """A parent that owns its entries (delete-orphan) and merely lists its invoices."""
+
+    __tablename__ = "capture_accounts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(40), default="a")
+    entries: Mapped[list["Entry"]] = relationship(cascade="all, delete-orphan")
+    invoices: Mapped[list["Bill"]] = relationship(back_populates="account")
+    notes: Mapped[list["Memo"]] = relationship()  # no way back from a memo
+
+
+class Entry(_Base):
+    __tablename__ = "capture_entries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("capture_accounts.id"))
+
+
+class Bill(_Base):
+    __tablename__ = "capture_bills"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("capture_accounts.id"), nullable=True)
+    account: Mapped[Account | None] = relationship(back_populates="invoices")
+
+
+class Memo(_Base):
+    __tablename__ = "capture_memos"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("capture_accounts.id"), nullable=True)
+
+
+def test_the_event_goes_to_the_aggregate_whose_rows_change_not_to_every_object_a_collection_touched(sqlite_url):
+    engine = create_engine(sqlite_url)
+    schema = MetaData()
+    for table in _Base.metadata.tables.values():
+        table.to_metadata(schema)
+    attach_to(schema)
+    schema.create_all(engine)
+    capture_updates(_Base, prefix="bank")
+    try:
+        with Session(engine) as session:
+            session.add_all([Account(), Bill(), Memo()])
+            session.commit()
+        changes = {
+            # a new bill pointing at the account: the bill's INSERT, the account's row is untouched
+            "new child of a listed collection": lambda s, a: s.add(Bill(account=a)),
+            # the bill's foreign key changes (through its back reference)
+            "existing child moved in": lambda s, a: a.invoices.append(s.get(Bill, 1)),
+            # no back reference: the memo's foreign key still changes, so the memo is the one updated
+            "existing child moved in, one-way": lambda s, a: a.notes.append(s.get(Memo, 1)),
+            # the account owns its entries: they are part of it
+            "owned child added": lambda s, a: a.entries.append(Entry()),
+            "own column": lambda s, a: setattr(a, "name", "b"),
+        }
+        seen = {}
+        for what, change in changes.items():
+            with Session(engine) as session:
+                change(session, session.get(Account, 1))
+                session.commit()
+            with engine.begin() as conn:
+                seen[what] = [(r.type, r.aggregateid) for r in conn.execute(select(outbox_table))]
+                conn.execute(outbox_table.delete())
+        assert seen == {
+            "new child of a listed collection": [],
+            "existing child moved in": [("bank.bill.updated", "1")],
+            "existing child moved in, one-way": [("bank.memo.updated", "1")],
+            "owned child added": [("bank.account.updated", "1")],
+            "own column": [("bank.account.updated", "1")],
+        }
+    finally:
+        stop_capturing()
+        engine.dispose()
