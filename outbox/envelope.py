@@ -173,18 +173,33 @@ class Envelope:
         """Return the CloudEvents JSON event format of this event.
 
         JSON data is embedded as ``data`` (a JSON value); anything else,
-        including a JWE, travels as ``data_base64`` so the bytes arrive exactly.
+        including a JWE and data declared JSON that does not parse, travels as
+        ``data_base64`` so the bytes arrive exactly.
         """
         doc: dict[str, Any] = dict(self.attributes())
-        if self.datacontenttype == JSON_CONTENT_TYPE:
+        if self.datacontenttype == JSON_CONTENT_TYPE and _json_value(self.data):
             doc["data"] = json.loads(self.data) if self.data else None
         else:
             doc["data_base64"] = base64.b64encode(self.data).decode("ascii")
         return doc
 
     def to_json(self) -> bytes:
-        """Return the structured form as compact UTF-8 JSON bytes."""
-        return json.dumps(self.to_structured(), separators=(",", ":"), ensure_ascii=False).encode()
+        """Return the structured form as compact UTF-8 JSON bytes, on one line.
+
+        The same document as ``to_structured``, built without re-encoding the
+        data: JSON data is spliced in as it is (after a check that it parses and
+        holds no line break), other bytes as their base64. Data declared JSON that
+        does not parse travels as ``data_base64``, so its bytes arrive exactly
+        and the consumer, not the relay, rejects it.
+        """
+        head = json.dumps(self._attributes, separators=(",", ":"), ensure_ascii=False).encode()
+        if self.datacontenttype == JSON_CONTENT_TYPE and _json_text(self.data):
+            member = b',"data":' + (bytes(self.data) if self.data else b"null")
+        elif self.datacontenttype == JSON_CONTENT_TYPE and _json_value(self.data):
+            member = b',"data":' + json.dumps(json.loads(self.data), separators=(",", ":"), ensure_ascii=False).encode()
+        else:
+            member = b',"data_base64":"' + base64.b64encode(self.data) + b'"'
+        return head[:-1] + member + b"}"
 
     @classmethod
     def from_structured(cls, doc: Mapping[str, Any]) -> "Envelope":
@@ -208,6 +223,22 @@ class Envelope:
         if not isinstance(doc, dict):
             raise EnvelopeError("not a JSON CloudEvent: the top level is not an object")
         return cls.from_structured(doc)
+
+
+def _json_value(data: bytes) -> bool:
+    """True when ``data`` is one JSON value (empty data counts: it is written as null)."""
+    if not data:
+        return True
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+def _json_text(data: bytes) -> bool:
+    """True when ``data`` can be spliced into a JSON line as it is: one JSON value, no line break."""
+    return b"\n" not in data and b"\r" not in data and _json_value(data)
 
 
 def validate_attributes(attrs: Mapping[str, Any]) -> None:

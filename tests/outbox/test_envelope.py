@@ -77,3 +77,33 @@ def test_binary_data_travels_as_data_base64_and_round_trips():
 def test_invalid_attributes_are_refused(attrs, message):
     with pytest.raises(EnvelopeError, match=message):
         Envelope.from_attributes(attrs, b"{}")
+
+
+def _event(data: bytes, content_type: str = "application/json") -> Envelope:
+    return Envelope(id="e-1", source="/shop", type="shop.order.created", subject="7",
+                    time=dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc), data=data,
+                    datacontenttype=content_type, aggregatetype="order", partitionkey="7")
+
+
+@pytest.mark.parametrize("data", [
+    b'{"customer":"ann@example.com","total":"19.90","note":"caf\xc3\xa9 \\n"}',
+    b'[1,2,3]',
+    b'"just a string"',
+    b'',
+])
+def test_the_json_line_is_the_structured_form_with_the_data_spliced_in(data):
+    line = _event(data).to_json()
+    assert b"\n" not in line
+    assert json.loads(line) == _event(data).to_structured()
+    assert Envelope.from_json(line) == _event(data)
+
+
+def test_data_declared_json_that_does_not_parse_travels_as_base64_with_its_bytes_exact():
+    line = _event(b'{"total": 19.9').to_json()
+    assert "data_base64" in json.loads(line)
+    assert Envelope.from_json(line).data == b'{"total": 19.9'
+
+
+def test_json_data_with_line_breaks_is_written_on_one_line():
+    line = _event(b'{\n  "total": "19.90"\n}').to_json()
+    assert b"\n" not in line and json.loads(line)["data"] == {"total": "19.90"}
