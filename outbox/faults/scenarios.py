@@ -24,7 +24,7 @@ from sqlalchemy import insert, text, update
 from ..ids import new_event_id
 from ..table import partition_for
 from .check import Figures, check
-from .stage import AGGREGATE, EVENT_TYPE, Process, Stage, StageError, private_broker
+from .stage import AGGREGATE, BROKER_BINARIES, EVENT_TYPE, Process, Stage, StageError, private_broker
 
 
 class Unsupported(StageError):
@@ -62,7 +62,7 @@ class Budget:
 
 def _scheme(url: str) -> str:
     scheme = urlsplit(url).scheme
-    return {"rediss": "redis", "amqps": "amqp", "tls": "nats", "nats+tls": "nats"}.get(scheme, scheme)
+    return {"rediss": "redis", "amqps": "amqp", "tls": "nats", "nats+tls": "nats", "mqtts": "mqtt"}.get(scheme, scheme)
 
 
 def _writers(stage: Stage, budget: Budget, *, pace: float, stop_file: Path, max_events: int | None = None,
@@ -106,8 +106,8 @@ def _consume_all(stage: Stage, *, expected: int, timeout: float = 180.0, handler
                  patience: float = 40.0, idle_seconds: float = 2.0) -> None:
     """Run the consumer until it handled ``expected`` events, or nothing new came for ``patience`` seconds.
 
-    Restarts cover brokers that redeliver a dead consumer's unacked events
-    only after an ack timeout (JetStream's ack_wait, 30 s by default).
+    A consumer that ends early (the broker stayed quiet for ``idle_seconds``)
+    is started again while events are still coming.
     """
     deadline = time.monotonic() + timeout
     handled, progress = _handled(stage), time.monotonic()
@@ -141,14 +141,13 @@ def _wait_published_beyond(stage: Stage, before: int, relay: Process, timeout: f
         raise StageError(f"relay exited on its own: {relay.tail()}")
 
 
-def _settle(stage: Stage, relays: list[Process], writers: list[Process], stop_file: Path, figures: Figures,
-            *, consumer_idle: float = 2.0) -> None:
+def _settle(stage: Stage, relays: list[Process], writers: list[Process], stop_file: Path, figures: Figures) -> None:
     """Stop the writers, let the relays drain, stop them, consume everything, check."""
     _finish_writers(stage, writers, stop_file)
     stage.wait_drained()
     _stop_relays(relays)
     produced = sum(stage.produced().values())
-    _consume_all(stage, expected=produced, idle_seconds=consumer_idle)
+    _consume_all(stage, expected=produced)
     check(stage, figures)
 
 
@@ -235,10 +234,7 @@ def consumer_kill(stage: Stage, budget: Budget, figures: Figures, rng: random.Ra
             self_kills += consumer.wait() == -9
     figures.notes["kills"] = figures.faults
     figures.notes["died_before_ack"] = self_kills
-    # JetStream gives a dead consumer's unacked events back only after ack_wait (30 s):
-    # stay for them, so the redeliveries of events already handled meet the inbox.
-    idle = 35.0 if _scheme(stage.router_url) == "nats" else 2.0
-    _settle(stage, [relay], writers, stop, figures, consumer_idle=idle)
+    _settle(stage, [relay], writers, stop, figures)
 
 
 def broker_outage(stage: Stage, budget: Budget, figures: Figures, rng: random.Random) -> None:
@@ -301,12 +297,7 @@ def poison_rows(stage: Stage, budget: Budget, figures: Figures, rng: random.Rand
     writers = _writers(stage, budget, pace=0.02, stop_file=stop)
     poison = {"p-corrupt": _poison_row(stage, "p-corrupt", source=""),
               "p-oversized": _poison_row(stage, "p-oversized", pad=small * 2)}
-    if scheme == "redis":
-        import redis
-
-        client = redis.Redis.from_url(stage.router_url.split("?", 1)[0])
-        client.set(stage.prefix + "blocked", "not a stream")  # XADD to it: WRONGTYPE, a permanent refusal
-        client.close()
+    if _refuse(stage, scheme, True):
         poison["p-rejected"] = _poison_row(stage, "p-rejected", aggregate="blocked")
     undecryptable = _poison_row(stage, "p-undecryptable", content_type="application/jose+json",
                                 payload=b'{"protected":"garbage","ciphertext":"garbage"}')
@@ -323,12 +314,7 @@ def poison_rows(stage: Stage, budget: Budget, figures: Figures, rng: random.Rand
     with stage.engine.begin() as conn:
         conn.execute(update(stage.outbox).where(stage.outbox.c.id == poison["p-corrupt"])
                      .values(source="/strangler-verify"))
-    if scheme == "redis":
-        import redis
-
-        client = redis.Redis.from_url(stage.router_url.split("?", 1)[0])
-        client.delete(stage.prefix + "blocked")
-        client.close()
+    _refuse(stage, scheme, False)
     _stop_relays([relay])
     relay = stage.start_relay(batch=20, max_attempts=3)
     retry = subprocess.run(
@@ -353,6 +339,47 @@ def poison_rows(stage: Stage, budget: Budget, figures: Figures, rng: random.Rand
         reasons = conn.execute(select(dl.c.reason).where(dl.c.consumer == stage.consumer_name,
                                                          dl.c.event_id == undecryptable)).scalars().all()
     figures.notes["undecryptable_dead_letter"] = ",".join(reasons) or "missing"
+
+
+def _refuse(stage: Stage, scheme: str, refuse: bool) -> bool:
+    """Make the broker refuse, for good, what is published to the ``blocked`` destination (or stop it).
+
+    Redis: a plain key where the stream would be (XADD fails with WRONGTYPE).
+    NATS: the stream's ``max_msg_size`` set below any event (the publish ack is
+    a 400 error). RabbitMQ has no refusal the router can pin on one message
+    (a publisher-confirm nack or a channel the broker closes is transient), so
+    there the scenario has no refused row: False.
+    """
+    url = stage.router_url.split("?", 1)[0]
+    if scheme == "redis":
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            if refuse:
+                client.set(stage.prefix + "blocked", "not a stream")
+            else:
+                client.delete(stage.prefix + "blocked")
+        finally:
+            client.close()
+        return True
+    if scheme == "nats":
+        import asyncio
+
+        import nats
+
+        async def limit():
+            nc = await nats.connect(url.replace("nats+tls://", "tls://"), connect_timeout=3)
+            try:
+                js = nc.jetstream()
+                info = await js.stream_info(stage.prefix + "blocked")  # made by the subscriptions
+                await js.update_stream(info.config.evolve(max_msg_size=16 if refuse else -1))
+            finally:
+                await nc.close()
+
+        asyncio.run(limit())
+        return True
+    return False
 
 
 def _poison_row(stage: Stage, agg: str, *, source: str = "/strangler-verify", pad: int = 0,
@@ -382,12 +409,13 @@ def _dead_rows(stage: Stage) -> dict[str, str]:
 
 
 def _reason(error: str | None) -> str:
+    """unreadable (the relay cannot build the event), oversized (the router's own max_bytes), rejected (the broker)."""
     error = error or ""
     if "cannot be read" in error:
         return "unreadable"
-    if "too large" in error.lower() or "max_bytes" in error or "exceeds" in error.lower():
+    if "max_bytes" in error:
         return "oversized"
-    if "WRONGTYPE" in error or "refused" in error or "rejected" in error.lower():
+    if any(word in error for word in ("WRONGTYPE", "refused", "rejected", "APIError", "BadRequest", "code=")):
         return "rejected"
     return error[:40].replace(" ", "_")
 
@@ -441,8 +469,8 @@ def run_scenario(name: str, db_url: str, router_url: str, *, budget: Budget | No
                  workdir: Path | None = None, seed: int | None = None, **options) -> Figures:
     """Run scenario ``name`` on a private stage of ``db_url`` and ``router_url``; return its figures.
 
-    ``broker-outage`` starts its own broker instance of the router's kind (Redis
-    or NATS) on a spare port, since it stops it; every other scenario uses
+    ``broker-outage`` starts its own broker instance of the router's kind (Redis,
+    RabbitMQ, NATS or Mosquitto) on a spare port, since it stops it; every other scenario uses
     ``router_url`` under a private destination prefix.
     """
     if name not in SCENARIOS:
@@ -455,8 +483,8 @@ def run_scenario(name: str, db_url: str, router_url: str, *, budget: Budget | No
         workdir = Path(tempfile.mkdtemp(prefix=f"strangler-{name}-"))
     started = time.monotonic()
     if name == "broker-outage":
-        if scheme not in ("redis", "nats"):
-            raise Unsupported(f"broker-outage starts its own broker: Redis or NATS, not {scheme}")
+        if scheme not in BROKER_BINARIES:
+            raise Unsupported(f"broker-outage starts its own broker: Redis, RabbitMQ, NATS or MQTT, not {scheme}")
         with private_broker(scheme, workdir) as broker:
             stage = Stage(db_url, broker.url, workdir)
             stage.broker = broker

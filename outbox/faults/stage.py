@@ -434,8 +434,25 @@ def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups
         asyncio.run(work())
 
 
+#: scheme → the server a private instance runs (RabbitMQ's own start script, not the wrapper that switches user).
+BROKER_BINARIES = {
+    "redis": ("redis-server",),
+    "nats": ("nats-server",),
+    "amqp": ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),
+    "mqtt": ("mosquitto", "/usr/sbin/mosquitto"),
+}
+
+
 class PrivateBroker:
-    """A broker instance of the scenario's own, on a spare port, that the scenario stops and starts."""
+    """A broker instance of the scenario's own, on a spare port, that the scenario stops and starts.
+
+    Each keeps its data in a folder of the scenario's workdir across a stop and
+    a start: Redis an append-only file synced on every write, NATS its JetStream
+    file store, RabbitMQ its Mnesia and message store (durable queues,
+    persistent messages), Mosquitto its persistence file (sessions, their
+    subscriptions and queued QoS 1 messages, written on a clean shutdown).
+    ``stop`` is a clean shutdown (SIGTERM).
+    """
 
     def __init__(self, scheme: str, workdir: Path):
         self.scheme = scheme
@@ -443,46 +460,108 @@ class PrivateBroker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = spare_port()
         self.process: subprocess.Popen | None = None
-        binary = {"redis": "redis-server", "nats": "nats-server"}.get(scheme)
-        if binary is None or shutil.which(binary) is None:
-            raise StageError(f"no private {scheme} broker can be started here ({binary or scheme} not on PATH)")
+        candidates = BROKER_BINARIES.get(scheme, ())
+        binary = next((found for name in candidates if (found := shutil.which(name))), None)
+        if binary is None:
+            wanted = " or ".join(candidates) or scheme
+            raise StageError(f"no private {scheme} broker can be started here ({wanted} not on PATH)")
         self.binary = binary
+        if scheme == "amqp":
+            self.dist_port = spare_port()
 
     @property
     def url(self) -> str:
         """The URL of the private instance."""
+        if self.scheme == "amqp":
+            return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
         return f"{self.scheme}://127.0.0.1:{self.port}" + ("/0" if self.scheme == "redis" else "")
 
-    def start(self) -> None:
-        """Start the instance on its port with its data folder, and wait until it answers."""
+    def _command(self) -> tuple[list[str], dict[str, str] | None]:
+        """The command line (and environment, None for ours) that runs the instance."""
         if self.scheme == "redis":
-            args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]
-        else:
-            args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir)]
+            return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)], None
+        if self.scheme == "nats":
+            return [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir)], None
+        if self.scheme == "mqtt":
+            conf = self.dir / "mosquitto.conf"
+            conf.write_text("\n".join([
+                f"listener {self.port} 127.0.0.1",
+                "allow_anonymous true",
+                "user root" if os.geteuid() == 0 else "",
+                "persistence true",
+                f"persistence_location {self.dir}/",
+                "autosave_interval 1800",  # besides the save at every clean shutdown
+                "max_queued_messages 0",  # an offline session keeps every QoS 1 message, not 1000
+                "log_dest stdout",
+                "",
+            ]))
+            return [self.binary, "-c", str(conf)], None
+        # RabbitMQ: a node of its own (name, ports, Mnesia, logs, cookie in its own HOME), no plugins,
+        # and none of the machine's configuration (which names the shared node's listener).
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text("")
+        (self.dir / "rabbitmq-env.conf").write_text("")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        env.update({
+            "HOME": str(self.dir),
+            "RABBITMQ_NODENAME": f"strangler{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.dir / "rabbitmq.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        })
+        return [self.binary], env
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the instance on its port with its data folder, and wait until it answers."""
+        args, env = self._command()
         log = open(self.dir.parent / f"{self.scheme}-broker.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, cwd=self.dir, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise StageError(f"private {self.scheme} on port {self.port} did not start") from None
-                time.sleep(0.05)
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise StageError(f"private {self.scheme} on port {self.port} did not start "
+                                 f"(see {self.dir.parent / f'{self.scheme}-broker.log'})")
+            time.sleep(0.1)
         if self.scheme == "nats":
             time.sleep(0.5)  # JetStream recovers its streams after the port opens
+
+    def _answers(self) -> bool:
+        """True once the instance accepts a connection (RabbitMQ: a login, which comes after the port)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                pass
+        except OSError:
+            return False
+        if self.scheme != "amqp":
+            return True
+        import pika
+
+        try:
+            pika.BlockingConnection(pika.URLParameters(self.url)).close()
+        except Exception:
+            return False
+        return True
 
     def stop(self) -> None:
         """Stop the instance (SIGTERM: a clean shutdown, data kept on disk)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(30)
+                self.process.wait(60)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)  # the instance's own session only
                 self.process.wait()
         self.process = None
 

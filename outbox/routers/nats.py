@@ -18,15 +18,30 @@ the relay it is an ordinary synchronous router.
 
 Options (keyword or URL query): ``ack_timeout`` (seconds, default 30),
 ``max_bytes`` (default: the server's max_payload), ``ca_file``, ``cert_file``,
-``key_file`` (TLS, with ``tls://`` or ``nats+tls://``).
+``key_file`` (TLS, with ``tls://`` or ``nats+tls://``); consumer side,
+``rewind`` (default on, ``rewind=0`` turns it off).
 
 Consumer side: a durable pull consumer named after the group on each
 destination's stream; ``ack`` acks, ``nack`` asks for redelivery.
+
+Rewind: JetStream gives a dead consumer's unacked messages back only after
+``ack_wait``, behind the newer ones its restarted process already pulled, so
+an aggregate's events would be handled out of order. When a subscription opens
+a durable consumer that has messages pending acknowledgement (a previous
+process died holding them), it recreates the consumer, with its configuration
+otherwise unchanged, to start at the ack floor's next stream sequence:
+everything not yet acked in sequence comes again, in stream order, before
+anything newer. Messages above the floor that were acked already come again
+too (the inbox absorbs them). This assumes one process per group: a process
+that opens the group while another still holds messages rewinds under it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
+import json
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -36,7 +51,7 @@ from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
 from .common import TLS_OPTIONS, KeyGate, require, split_options, tls_context, too_large
 
-OPTIONS = ("ack_timeout", "max_bytes", "duplicate_window", *TLS_OPTIONS)
+OPTIONS = ("ack_timeout", "max_bytes", "duplicate_window", "rewind", *TLS_OPTIONS)
 _TLS_SCHEMES = ("tls", "nats+tls")
 
 
@@ -92,6 +107,14 @@ async def _quiet(exc: Exception) -> None:
     """nats-py's error callback: the router reports errors through its results instead."""
 
 
+def _api_error(nats, error: dict) -> Exception:
+    """The JetStream API error of an error reply (nats-py's ``from_error`` raises it in some versions)."""
+    try:
+        return nats.js.errors.APIError.from_error(error)
+    except nats.js.errors.APIError as exc:
+        return exc
+
+
 class _Client:
     """One NATS connection with JetStream, (re)connected on demand on the private loop."""
 
@@ -102,6 +125,9 @@ class _Client:
         self.loop = _Loop()
         self.nc = None
         self.js = None
+        self._acks: dict[str, asyncio.Future] = {}
+        self._ack_prefix = ""
+        self._ack_numbers = itertools.count()
 
     async def connect(self):
         if self.nc is not None and self.nc.is_connected:
@@ -117,10 +143,50 @@ class _Client:
             kwargs["tls"] = self.tls
         self.nc = await self.nats.connect(**kwargs)
         self.js = self.nc.jetstream()
+        self._ack_prefix = self.nc.new_inbox()
+        await self.nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
         return self.js
+
+    async def publish_async(self, subject: str, data: bytes, headers: dict[str, str]) -> asyncio.Future:
+        """Publish to JetStream; the future gets the ack, or the stream's error as an ``APIError``.
+
+        Its own reply handling rather than nats-py's ``publish_async``, whose
+        futures never complete when the stream answers with an error (nats-py
+        2.x raises the error inside its reply callback), which would turn every
+        refusal into an ack timeout.
+        """
+        reply = f"{self._ack_prefix}.{next(self._ack_numbers)}"
+        future = asyncio.get_running_loop().create_future()
+        self._acks[reply] = future
+        await self.nc.publish(subject, data, reply=reply, headers=headers)
+        return future
+
+    def forget_cancelled(self) -> None:
+        """Stop waiting for the acks of publishes that timed out."""
+        self._acks = {reply: future for reply, future in self._acks.items() if not future.done()}
+
+    async def _on_ack(self, msg) -> None:
+        future = self._acks.pop(msg.subject, None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(self.nats.js.errors.NoStreamResponseError())
+            return
+        try:
+            reply = json.loads(msg.data)
+        except ValueError:
+            future.set_exception(RouterError(f"not a JetStream ack: {msg.data[:200]!r}"))
+            return
+        if isinstance(reply, dict) and "error" in reply:
+            future.set_exception(_api_error(self.nats, reply["error"]))
+        else:
+            future.set_result(reply)
 
     async def _close(self):
         nc, self.nc, self.js = self.nc, None, None
+        acks, self._acks = self._acks, {}
+        for future in acks.values():
+            future.cancel()
         if nc is not None:
             try:
                 await nc.close()
@@ -189,7 +255,7 @@ class NatsRouter:
                     continue
                 destination = self.destinations.for_event(event)
                 await self._stream(js, destination)
-                future = await js.publish_async(f"{destination}.{event.type}", event.data, headers=headers)
+                future = await self.client.publish_async(f"{destination}.{event.type}", event.data, headers)
                 futures.append((index, future))
             await self.client.nc.flush(timeout=self.ack_timeout)
             done, _ = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout) if futures else (set(), set())
@@ -212,6 +278,7 @@ class NatsRouter:
                 results[index] = PublishResult(batch[index].id, f"nats: {type(exc).__name__}: {exc}", permanent)
             else:
                 results[index] = PublishResult(batch[index].id)
+        self.client.forget_cancelled()
         return results  # type: ignore[return-value]
 
     def publish(self, batch: Sequence[Envelope]) -> list[PublishResult]:
@@ -238,6 +305,9 @@ class NatsSubscription:
         self.client = _Client(self.url, opts)
         self.group = group
         self.destinations = list(destinations)
+        self.rewind = str(opts.get("rewind", "1")).strip().lower() not in ("0", "false", "no", "off")
+        #: stream → the last stream sequence delivered before a rewind: anything up to it comes again.
+        self.rewound: dict[str, int] = {}
         try:
             self.subs = self.client.loop.run(self._open(), timeout=30)
         except Exception as exc:
@@ -258,8 +328,32 @@ class NatsSubscription:
                     await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.>"]))
                 except errors.BadRequestError:
                     pass
+            if self.rewind:
+                await self._rewind(js, name)
             subs.append((name, await js.pull_subscribe(f"{name}.>", durable=self.group, stream=name)))
         return subs
+
+    async def _rewind(self, js, stream: str) -> None:
+        """Restart the durable consumer at its ack floor if a previous process left messages unacked.
+
+        Deleting and adding it again is the only way to move a consumer back on
+        this server version; its configuration is kept but for where it starts.
+        """
+        try:
+            info = await js.consumer_info(stream, self.group)
+        except self.client.nats.js.errors.NotFoundError:
+            return
+        if not info.num_ack_pending:
+            return
+        from nats.js.api import DeliverPolicy
+
+        start = (info.ack_floor.stream_seq if info.ack_floor else 0) + 1
+        config = dataclasses.replace(
+            info.config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start, opt_start_time=None,
+        )
+        await js.delete_consumer(stream, self.group)
+        await js.add_consumer(stream, config)
+        self.rewound[stream] = info.delivered.stream_seq if info.delivered else 0
 
     async def _fetch(self, max_events: int, timeout: float) -> list[Delivery]:
         out: list[Delivery] = []
@@ -280,7 +374,8 @@ class NatsSubscription:
                     raise RouterError(f"{self.url}: stream {name}: not a CloudEvent: {exc}") from exc
                 out.append(Delivery(
                     envelope=envelope, destination=name,
-                    redelivered=msg.metadata.num_delivered > 1,
+                    redelivered=(msg.metadata.num_delivered > 1
+                                 or msg.metadata.sequence.stream <= self.rewound.get(name, 0)),
                     _ack=lambda m=msg: self.client.loop.run(m.ack(), timeout=30),
                     _nack=lambda m=msg: self.client.loop.run(m.nak(), timeout=30),
                 ))
@@ -291,5 +386,5 @@ class NatsSubscription:
         return self.client.loop.run(self._fetch(max_events, timeout), timeout=timeout + 30)
 
     def close(self) -> None:
-        """Close the connection; unacked messages are redelivered after the ack wait."""
+        """Close the connection; unacked messages come first when the group opens again (rewind)."""
         self.client.close()

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from outbox.routers import Destinations, open_router
-from outbox.testing.conformance import RouterConformance, make_event
+from outbox.routers.nats import NatsRouter
+from outbox.testing.conformance import RouterConformance, make_event, receive_all
 from outbox.testing.services import require_module, service_url
 from tests.outbox.routers_helpers import sdk_from_headers
 
@@ -79,3 +80,94 @@ def test_a_republished_event_is_dropped_by_the_server_as_a_duplicate():
             await js.delete_stream(prefix + "order")
 
         _run(url, drop)
+
+
+def _take_three_and_drop(url: str, prefix: str, group: str, **options):
+    """Publish 8 events of one key, take 5 as ``group``, ack the first 2 and drop the consumer."""
+    router = open_router(url, destinations=Destinations(prefix=prefix))
+    events = [make_event(key="1", data={"seq": n}) for n in range(8)]
+    try:
+        assert all(result.ok for result in router.publish(events))
+    finally:
+        router.close()
+    first = NatsRouter.subscribe(url, group=group, destinations=[prefix + "order"], **options)
+    taken = receive_all(first, 5, ack=False)
+    assert [d.envelope.id for d in taken] == [e.id for e in events[:5]]
+    taken[0].ack()
+    taken[1].ack()
+    first.close()  # dies holding events 2, 3 and 4
+    return [e.id for e in events]
+
+
+def _drop_stream(url: str, name: str) -> None:
+    async def drop(js):
+        await js.delete_stream(name)
+
+    _run(url, drop)
+
+
+def test_a_reopened_group_gets_the_unacked_messages_first_in_order():
+    import uuid
+
+    require_module("nats", "nats")
+    url = service_url("nats")
+    prefix = f"r{uuid.uuid4().hex[:10]}-"
+    try:
+        ids = _take_three_and_drop(url, prefix, f"{prefix}svc")
+        second = NatsRouter.subscribe(url, group=f"{prefix}svc", destinations=[prefix + "order"])
+        try:
+            # At once, not after ack_wait (30 s): the three unacked, then the rest, in stream order.
+            got = receive_all(second, 6, timeout=5)
+        finally:
+            second.close()
+        assert [d.envelope.id for d in got] == ids[2:]
+        assert [d.redelivered for d in got] == [True, True, True, False, False, False]
+    finally:
+        _drop_stream(url, prefix + "order")
+
+
+def test_without_rewind_the_newer_messages_come_before_the_unacked_ones():
+    import uuid
+
+    require_module("nats", "nats")
+    url = service_url("nats")
+    prefix = f"r{uuid.uuid4().hex[:10]}-"
+    try:
+        ids = _take_three_and_drop(url, prefix, f"{prefix}svc", rewind="0")
+        second = NatsRouter.subscribe(url, group=f"{prefix}svc", destinations=[prefix + "order"], rewind="0")
+        try:
+            got = receive_all(second, 3, timeout=5)
+        finally:
+            second.close()
+        # JetStream keeps the dead consumer's three for ack_wait; the newer ones overtake them.
+        assert [d.envelope.id for d in got] == ids[5:]
+    finally:
+        _drop_stream(url, prefix + "order")
+
+
+def test_a_message_the_stream_refuses_fails_for_good_at_once():
+    import time
+    import uuid
+
+    from nats.js.api import StreamConfig
+
+    require_module("nats", "nats")
+    url = service_url("nats")
+    prefix = f"r{uuid.uuid4().hex[:10]}-"
+    name = prefix + "order"
+
+    async def small(js):
+        await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.>"], max_msg_size=16))
+
+    _run(url, small)
+    router = open_router(url, destinations=Destinations(prefix=prefix))
+    try:
+        started = time.monotonic()
+        result = router.publish([make_event()])[0]
+        # The stream's error reply, not an ack timeout (30 s): a refusal is permanent.
+        assert not result.ok and result.permanent
+        assert "10054" in result.error or "maximum" in result.error
+        assert time.monotonic() - started < 10
+    finally:
+        router.close()
+        _drop_stream(url, name)

@@ -43,7 +43,8 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
     (sv<random>_outbox and its companions, dropped afterwards) and a private
     destination prefix on the broker (deleted afterwards). db-cut terminates
     only the scenario's own connections (PostgreSQL); broker-outage starts and
-    stops a broker of its own (redis-server or nats-server must be on PATH).
+    stops a broker of its own (redis-server, nats-server, rabbitmq-server or
+    mosquitto must be on PATH).
 
     \b
     Example:
