@@ -61,10 +61,11 @@ def command(ctx: click.Context, db, router_url, once, batch, metrics_port, max_a
 
     \b
     Runs beside the monolith until SIGTERM or SIGINT, which finish and mark
-    the batch in flight and exit 0. Several relays may run at once: they share
-    the outbox's 64 lease partitions. Logs are JSON lines on stderr, one per
-    batch, never the payload. With --once, exit 1 if some rows could not be
-    published.
+    the batch in flight and exit 0; one that comes during start-up exits 0
+    once start-up is done, having claimed nothing. Several relays may run at
+    once: they share the outbox's 64 lease partitions. Logs are JSON lines on
+    stderr, one per batch, never the payload. With --once, exit 1 if some
+    rows could not be published.
 
     \b
     Examples:
@@ -72,13 +73,48 @@ def command(ctx: click.Context, db, router_url, once, batch, metrics_port, max_a
       strangler relay --db sqlite:///shop.db --router file://./events --once
       strangler relay --db sqlite:///shop.db --router amqp://guest:guest@127.0.0.1/%2F --metrics-port 9464
     """
-    config = load(ctx, db=db, router=router_url, relay__batch=batch, relay__metrics_port=metrics_port,
-                  relay__max_attempts=max_attempts)
-    restore_logging = _logging(log_level)
-    try:
-        _run(config, once)
-    finally:
-        restore_logging()
+    with StopSignals() as stop:
+        config = load(ctx, db=db, router=router_url, relay__batch=batch, relay__metrics_port=metrics_port,
+                      relay__max_attempts=max_attempts)
+        restore_logging = _logging(log_level)
+        try:
+            _run(config, once, stop)
+        finally:
+            restore_logging()
+
+
+class StopSignals:
+    """SIGTERM and SIGINT handled from the command's start, so a stop during start-up still exits 0.
+
+    Until the relay exists a signal is only recorded; ``attach`` hands it on,
+    and a relay stopped before ``run`` returns at once without claiming.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._relay = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        if self._relay is not None:
+            self._relay.stop()
+
+    def attach(self, relay) -> None:
+        """Stop ``relay`` on the next signal, or now if one came already."""
+        self._relay = relay
+        if self.requested:
+            relay.stop()
 
 
 def envelope_transform_for(config):
@@ -96,58 +132,64 @@ def envelope_transform_for(config):
         raise click.UsageError(f"crypto.encrypt_at = 'relay' but the keys or policy cannot be loaded: {exc}")
 
 
-def _run(config, once: bool) -> None:
+def _run(config, once: bool, stop: StopSignals) -> None:
     from outbox.relay import Relay, RelayOptions
     from outbox.routers import RouterError, open_router
 
     from .outbox import engine_for
 
+    log = logging.getLogger("strangler.relay")
     engine = engine_for(config.db)
+    router = server = None
     try:
-        router = open_router(config.router)
-    except RouterError as exc:
-        raise click.UsageError(f"--router {config.router!r}: {exc}") from None
-    transform = envelope_transform_for(config)
-    metrics = server = None
-    scheme = config.router.split(":", 1)[0]
-    if config.relay.metrics_port:
-        from outbox.metrics import MetricsServer, RelayMetrics
+        try:
+            router = open_router(config.router)
+        except RouterError as exc:
+            raise click.UsageError(f"--router {config.router!r}: {exc}") from None
+        transform = envelope_transform_for(config)
+        metrics = None
+        scheme = config.router.split(":", 1)[0]
+        if config.relay.metrics_port:
+            from outbox.metrics import MetricsServer, RelayMetrics
 
+            try:
+                metrics = RelayMetrics(scheme)
+            except RuntimeError as exc:
+                raise click.UsageError(str(exc)) from None
+        relay = Relay(
+            engine, router,
+            options=RelayOptions(
+                batch=config.relay.batch, max_attempts=config.relay.max_attempts,
+                poll_interval=config.relay.poll_interval, lease_seconds=config.relay.lease_seconds,
+                table_name=config.outbox_table,
+            ),
+            envelope_transform=transform, metrics=metrics,
+        )
+        stop.attach(relay)
+        if metrics is not None and not stop.requested:
+            try:
+                server = MetricsServer(metrics, config.relay.metrics_port, healthy=relay.healthy,
+                                       ready=relay.ready).start()
+            except OSError as exc:
+                raise click.UsageError(f"--metrics-port {config.relay.metrics_port}: {exc}") from None
+        if stop.requested:
+            log.info("stop requested during start-up: nothing claimed", extra={"relay": {"event": "start_stopped"}})
+        else:
+            log.info(
+                "relay started", extra={"relay": {"event": "start", "owner": relay.owner, "router": scheme,
+                                                  "once": once, "metrics_port": server.port if server else 0}},
+            )
         try:
-            metrics = RelayMetrics(scheme)
-        except RuntimeError as exc:
-            raise click.UsageError(str(exc)) from None
-    relay = Relay(
-        engine, router,
-        options=RelayOptions(
-            batch=config.relay.batch, max_attempts=config.relay.max_attempts,
-            poll_interval=config.relay.poll_interval, lease_seconds=config.relay.lease_seconds,
-            table_name=config.outbox_table,
-        ),
-        envelope_transform=transform, metrics=metrics,
-    )
-    if metrics is not None:
-        try:
-            server = MetricsServer(metrics, config.relay.metrics_port, healthy=relay.healthy, ready=relay.ready).start()
-        except OSError as exc:
-            raise click.UsageError(f"--metrics-port {config.relay.metrics_port}: {exc}") from None
-    previous = {sig: signal.signal(sig, lambda *_: relay.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    logging.getLogger("strangler.relay").info(
-        "relay started", extra={"relay": {"event": "start", "owner": relay.owner, "router": scheme,
-                                          "once": once, "metrics_port": server.port if server else 0}},
-    )
-    try:
-        stats = relay.run(once=once)
-    except Exception as exc:
-        raise Problems(f"relay stopped: {type(exc).__name__}: {exc}") from None
+            stats = relay.run(once=once)
+        except Exception as exc:
+            raise Problems(f"relay stopped: {type(exc).__name__}: {exc}") from None
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        router.close()
+        if router is not None:
+            router.close()
         engine.dispose()
         if server is not None:
             server.close()
-    logging.getLogger("strangler.relay").info(
+    log.info(
         "relay stopped", extra={"relay": {"event": "stop", "published": stats.published, "failed": stats.failed,
                                           "dead": stats.dead, "batches": stats.batches}},
     )
