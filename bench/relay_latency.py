@@ -38,6 +38,7 @@ from outbox.table import get_outbox_table
 
 t = get_outbox_table()
 REDIS = "redis://127.0.0.1:6379/0"
+COALESCE = float(os.environ.get("COALESCE", "0.001"))
 ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -106,7 +107,7 @@ def publish_baseline(samples: int = 300) -> list[float]:
 def latency(url: str, rate: int, seconds: float) -> None:
     engine = create_engine(url, pool_size=4)
     router = TimedRouter(open_router(REDIS, destinations=Destinations(prefix=f"benchlat{uuid.uuid4().hex[:6]}-")))
-    relay = Relay(engine, router, options=RelayOptions(poll_interval=1.0))
+    relay = Relay(engine, router, options=RelayOptions(poll_interval=1.0, coalesce=COALESCE))
     runner = threading.Thread(target=relay.run)
     runner.start()
     time.sleep(1)
@@ -193,7 +194,7 @@ def cpu(url: str, rate: int, seconds: float) -> None:
         stop = threading.Event()
         result: dict = {}
         if variant == "relay":
-            relay = Relay(engine, router, options=RelayOptions())
+            relay = Relay(engine, router, options=RelayOptions(coalesce=COALESCE))
             runner = threading.Thread(target=lambda: result.setdefault("stats", relay.run()))
         else:
             runner = threading.Thread(target=lambda: result.setdefault("n", naive_loop(engine, router, stop)))

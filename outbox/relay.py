@@ -28,10 +28,12 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import json
 import logging
 import random
 import sys
@@ -60,6 +62,10 @@ _CLAIM_COLUMNS = (
 )
 #: Most keys named in the claim's exclusion list; beyond it they are filtered after the read.
 _MAX_EXCLUDED_KEYS = 200
+#: Published positions remembered to skip notifications of rows a claim already sent.
+_RECENT = 8192
+#: Notified rows held at most; beyond, they are dropped and the relay claims instead.
+_MAX_NOTIFIED = 10_000
 
 
 @dataclasses.dataclass
@@ -175,6 +181,15 @@ class Relay:
         self._last_turn = time.monotonic()
         self._db_ok = False
         self._listener: threading.Thread | None = None
+        #: Rows carried by notifications, not yet published; guarded by _notify_lock.
+        self._notified: list[list] = []
+        self._notify_lock = threading.Lock()
+        #: A notification without rows (too many or too large), or notifications missed: claim.
+        self._claim_needed = False
+        self._listening = False
+        #: Positions published lately, so a notification for a row a claim already sent is skipped.
+        self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT)
+        self._recent_set: set[int] = set()
         self._random = random.Random()
         #: The claim worker's connection (PostgreSQL, MariaDB), opened on the first claim.
         self._claim_conn = None
@@ -228,6 +243,8 @@ class Relay:
         prefetch: concurrent.futures.Future | None = None
         idle = 0.01
         outage = 0
+        #: True when the last claim read every claimable row: rows from now on arrive by notification.
+        caught_up = False
         interval = sys.getswitchinterval()
         if self.options.switch_interval is not None:
             sys.setswitchinterval(self.options.switch_interval)
@@ -244,6 +261,7 @@ class Relay:
 
         def claim(extra: tuple[int, ...] = ()) -> concurrent.futures.Future:
             self._wake.clear()  # a notification from now on wakes the next idle wait
+            self._drop_notified()  # the claim reads every row they carried
             return claims.submit(self._claim, tuple(unmarked) + extra)
 
         try:
@@ -257,24 +275,40 @@ class Relay:
                         self._result(prefetch)
                         prefetch = None
                     reap(wait=True)
+                    caught_up = False  # partitions may have been taken: their rows are unseen
                     if not self._call(claims, self._refresh):
                         if once:
                             break
                         self._pause(self._outage_delay(outage := outage + 1))
                         continue
-                if prefetch is None:
-                    prefetch = claim()
-                batch, prefetch = self._result(prefetch), None
-                if batch is None:  # database unreachable
-                    reap(wait=True)
-                    if once:
-                        break
-                    self._pause(self._outage_delay(outage := outage + 1))
-                    continue
+                batch = None
+                if prefetch is None and caught_up and not once and self._listening:
+                    # Caught up with NOTIFY on: publish the rows the notifications carried, no claim.
+                    batch = self._notified_batch(unmarked)
+                    if batch is not None and not batch.rows:
+                        self._report_gauges(None)
+                        if not self._wait_for_notification():
+                            batch = None  # the poll interval passed: claim (the fallback)
+                        else:
+                            continue
+                if batch is None:
+                    if prefetch is None:
+                        prefetch = claim()
+                    batch, prefetch = self._result(prefetch), None
+                    if batch is None:  # database unreachable
+                        caught_up = False
+                        reap(wait=True)
+                        if once:
+                            break
+                        self._pause(self._outage_delay(outage := outage + 1))
+                        continue
+                    caught_up = len(batch.rows) < self.options.batch
                 claimed = len(batch.rows)
                 batch.rows = [row for row in batch.rows if not self._is_blocked(row.key)]
                 if not batch.rows:
                     self._report_gauges(None)
+                    if not once and self._listening:
+                        continue  # the next turn waits for a notification
                     if once:
                         if not marks:
                             break
@@ -289,8 +323,11 @@ class Relay:
                     prefetch = claim(tuple(positions))  # a backlog: claim the next batch while this one publishes
                 results, transient = self._publish(batch)
                 unmarked.update(positions)
+                self._remember_published(positions)
                 marks.append((markers.submit(self._mark, batch, results), positions))
                 self._report_gauges(batch)
+                if any(not result.ok for result in results.values()):
+                    caught_up = False  # a key may hold rows back: only a claim knows which
                 if transient:
                     if prefetch is not None:
                         self._result(prefetch)
@@ -323,6 +360,7 @@ class Relay:
             if self._listener is not None:
                 self._listener.join(5)
                 self._listener = None
+            self._listening = False
             self._stop.clear()  # the next run relays
         return self.stats
 
@@ -737,6 +775,77 @@ class Relay:
 
     # -- PostgreSQL LISTEN/NOTIFY ---------------------------------------------------------------
 
+    def _wait_for_notification(self) -> bool:
+        """Wait for a notification up to ``poll_interval``; True if one came (or ``stop()``)."""
+        if not self._wake.wait(self.options.poll_interval):
+            return False
+        if self.options.coalesce > 0:
+            # Let notifications arriving within the next moment join this batch.
+            self._stop.wait(self.options.coalesce)
+        return True
+
+    def _drop_notified(self) -> None:
+        with self._notify_lock:
+            self._notified = []
+            self._claim_needed = False
+
+    def _remember_published(self, positions: list[int]) -> None:
+        recent, members = self._recent, self._recent_set
+        for position in positions:
+            if len(recent) == recent.maxlen:
+                members.discard(recent[0])
+            recent.append(position)
+            members.add(position)
+
+    def _notified_batch(self, unmarked: set[int]) -> _Batch | None:
+        """The rows notifications carried since the last turn, as a batch; None when a claim is needed.
+
+        Only rows of partitions this relay may claim and not already sent are
+        kept; the loop then drops rows of keys held back, as it does for a claim. Notifications arrive in commit order, so a
+        caught-up relay publishing them in that order keeps each key's order,
+        as a claim would.
+        """
+        self._wake.clear()
+        with self._notify_lock:
+            rows, self._notified = self._notified, []
+            if self._claim_needed:
+                self._claim_needed = False
+                return None
+        state = self.leases.state
+        partitions = set(state.claimable())
+        fences = {p: state.held[p] for p in partitions}
+        out = []
+        for (position, id_, aggregatetype, aggregateid, type_, payload, timestamp, span, source,
+             content_type, partition) in rows:
+            if partition not in partitions or position in self._recent_set or position in unmarked:
+                continue
+            key = (aggregatetype, aggregateid)
+            try:
+                envelope, error = Envelope.from_columns(
+                    id_, source, type_, aggregatetype, aggregateid,
+                    dt.datetime.fromisoformat(timestamp).replace(tzinfo=dt.UTC),
+                    base64.b64decode(payload) if payload else b"", content_type, span), None
+            except Exception as exc:  # a row that cannot be an event is poison
+                envelope, error = None, f"row cannot be read as a CloudEvent: {exc}"
+            out.append(_Row(position, key, partition, 0, type_, envelope, error))
+        return _Batch(out, fences, time.monotonic())
+
+    def _on_notification(self, payload: str) -> None:
+        """Keep the rows a notification carries (listener thread); an empty one asks for a claim."""
+        rows = None
+        if payload:
+            try:
+                rows = json.loads(payload)
+            except ValueError:
+                rows = None
+        with self._notify_lock:
+            if not rows or len(self._notified) + len(rows) > _MAX_NOTIFIED:
+                self._claim_needed = True
+                self._notified = []
+            else:
+                self._notified.extend(rows)
+        self._wake.set()
+
     def _start_listener(self) -> None:
         if not self.options.notify or self.engine.dialect.name != "postgresql":
             return
@@ -754,12 +863,14 @@ class Relay:
                 try:
                     with psycopg.connect(conninfo, autocommit=True) as conn:
                         conn.execute(f'LISTEN "{channel}"')
+                        self._listening = True
                         ready.set()
-                        self._wake.set()  # rows may have arrived while we were not listening
+                        self._on_notification("")  # rows may have arrived while we were not listening
                         while not self._stop.is_set():
-                            for _ in conn.notifies(timeout=0.5):
-                                self._wake.set()
+                            for notification in conn.notifies(timeout=0.5):
+                                self._on_notification(notification.payload)
                 except Exception as exc:
+                    self._listening = False
                     ready.set()
                     log.warning("LISTEN failed, polling meanwhile: %s", exc, extra={"relay": {"event": "listen"}})
                     self._stop.wait(self.options.poll_interval)

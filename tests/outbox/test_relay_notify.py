@@ -1,0 +1,99 @@
+"""PostgreSQL NOTIFY carries small new rows: a caught-up relay publishes them without a claim."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from outbox import emit
+from outbox.relay import Relay, RelayOptions
+from outbox.routers import open_router
+from tests.outbox.relay_helpers import (
+    FlakyRouter,
+    file_events,
+    migrated_engine,
+    pending_count,
+    wait_until,
+)
+
+#: No poll and no lease renewal within a test: only notifications can explain a publish.
+QUIET = dict(poll_interval=120, lease_seconds=120)
+
+
+class CountingRelay(Relay):
+    """Counts claim queries."""
+
+    claims = 0
+
+    def _claim(self, exclude):
+        self.claims += 1
+        return super()._claim(exclude)
+
+
+@pytest.fixture
+def relay_running(postgresql_url, tmp_path):
+    started = []
+
+    def start(router=None, **options):
+        engine = migrated_engine(postgresql_url)
+        relay = CountingRelay(engine, router or open_router(f"file://{tmp_path}/events"),
+                              options=RelayOptions(**{**QUIET, **options}))
+        runner = threading.Thread(target=relay.run)
+        runner.start()
+        started.append((relay, runner, engine))
+        wait_until(lambda: relay._listening and relay.claims >= 1, timeout=10, what="the relay to listen")
+        return relay, engine
+
+    yield start
+    for relay, runner, engine in started:
+        relay.stop()
+        runner.join(30)
+        engine.dispose()
+
+
+def _emit_each_in_its_own_transaction(engine, keys, data=None) -> list[str]:
+    ids = []
+    for n, key in enumerate(keys):
+        with engine.begin() as conn:
+            ids.append(emit(conn, "shop.order.created", aggregate="order", key=key, data=data or {"n": n}))
+    return ids
+
+
+def test_a_caught_up_relay_publishes_notified_rows_in_commit_order_without_claiming(relay_running, tmp_path):
+    relay, engine = relay_running()
+    wait_until(lambda: relay.claims >= 1 and relay._claim_needed is False, timeout=5, what="the first claim")
+    claims_before = relay.claims
+    _emit_each_in_its_own_transaction(engine, ["a", "b", "a", "c", "a"])
+    wait_until(lambda: pending_count(engine) == 0, timeout=5, what="the notified rows to be published")
+    events = file_events(tmp_path / "events")
+    assert [json.loads(e.data)["n"] for e in events] == [0, 1, 2, 3, 4]
+    assert relay.claims == claims_before  # straight from the notifications
+
+
+def test_a_notification_too_large_to_carry_its_row_still_wakes_a_claim(relay_running, tmp_path):
+    relay, engine = relay_running()
+    claims_before = relay.claims
+    _emit_each_in_its_own_transaction(engine, ["big"], data={"blob": "x" * 9000})
+    wait_until(lambda: pending_count(engine) == 0, timeout=5, what="a claim woken by an empty notification")
+    assert relay.claims > claims_before
+    assert len(file_events(tmp_path / "events")) == 1
+
+
+def test_a_notified_row_behind_its_keys_failed_row_waits_for_it(relay_running, tmp_path):
+    first = {}
+
+    def poison_once(event):  # the first event of key "k" is refused once
+        if event.partitionkey == "k" and not first:
+            first["id"] = event.id
+            return True
+        return False
+
+    router = FlakyRouter(f"file://{tmp_path}/events", poison=poison_once)
+    relay, engine = relay_running(router, poll_interval=0.3, retry_base=0.5, retry_max=0.5)
+    (k1,) = _emit_each_in_its_own_transaction(engine, ["k"])
+    wait_until(lambda: bool(first) and bool(relay.blocked), timeout=5, what="the first row to fail")
+    k2, _ = _emit_each_in_its_own_transaction(engine, ["k", "other"])  # notified while "k" is held back
+    wait_until(lambda: pending_count(engine) == 0, timeout=10, what="everything published")
+    assert [e.id for e in file_events(tmp_path / "events") if e.partitionkey == "k"] == [k1, k2]
