@@ -101,3 +101,16 @@ def profile():
     user.update(email=request.form["email"])  # expect: wrapper-call
     session.pop("fresh", None)
     return redirect(url_for("blog.index"))
+
+
+@blueprint.route("/tags", methods=["POST"])
+def import_tags():
+    names = request.form.getlist("tags")
+    known = {tag.name for tag in Tag.query.filter(Tag.name.in_(names))}
+    [db.session.add(Tag(name=name)) for name in names if name not in known]  # expect: session-add
+    db.session.add(  # expect: session-add
+        Tag(name=request.form["featured"])
+    )
+    known.add(request.form["featured"])
+    db.session.commit()
+    return "", 201
