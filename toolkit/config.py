@@ -12,6 +12,7 @@ to the section dataclass; loading, validation, environment variables and
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import typing
@@ -42,6 +43,14 @@ class RelayConfig:
     poll_interval: float = _field(0.5, "longest sleep between polls when idle, in seconds")
     lease_seconds: float = _field(15.0, "how long a relay owns its partitions without renewing")
     metrics_port: int = _field(0, "port of /metrics, /healthz and /readyz; 0 turns them off")
+    retry_base: float = _field(
+        1.0, "seconds before a row's first retry after a permanent failure; doubles per attempt (above 0)"
+    )
+    retry_max: float = _field(300.0, "longest wait before a row's retry, in seconds (at least retry_base)")
+    outage_max: float = _field(30.0, "longest pause of the whole relay while the broker is unreachable, in seconds")
+    coalesce: float = _field(
+        0.001, "seconds to wait after a NOTIFY wake-up so close commits share a batch (0 to poll_interval)"
+    )
 
 
 @dataclasses.dataclass
@@ -174,6 +183,21 @@ def _check_bounds(config: "Config") -> None:
         )
     if not 0 <= config.relay.metrics_port <= 65535:
         raise ConfigError(f"relay.metrics_port = {config.relay.metrics_port}: expected 0-65535 ({config.origin})")
+    relay = config.relay
+    for key in ("poll_interval", "lease_seconds", "retry_base", "outage_max"):
+        value = getattr(relay, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"relay.{key} = {value}: expected a number of seconds above 0 ({config.origin})")
+    if not (math.isfinite(relay.retry_max) and relay.retry_max >= relay.retry_base):
+        raise ConfigError(
+            f"relay.retry_max = {relay.retry_max}: expected a number of seconds of at least "
+            f"relay.retry_base ({relay.retry_base}) ({config.origin})"
+        )
+    if not 0 <= relay.coalesce <= relay.poll_interval:
+        raise ConfigError(
+            f"relay.coalesce = {relay.coalesce}: expected a number of seconds from 0 (no wait) to "
+            f"relay.poll_interval ({relay.poll_interval}) ({config.origin})"
+        )
     if not config.source or any(c.isspace() for c in config.source):
         raise ConfigError(f"source = {config.source!r}: expected a URI-reference such as '/shop' ({config.origin})")
 

@@ -78,3 +78,39 @@ def test_outbox_purge_takes_an_age_and_reports_batches(sqlite_url):
 def test_outbox_purge_rejects_a_bad_cutoff_with_examples(sqlite_url):
     result = CliRunner().invoke(cli, ["outbox", "purge", "--db", sqlite_url, "--published-before", "last week"])
     assert result.exit_code == 2 and "7d" in result.output
+
+
+def test_relay_settings_reach_the_relay(tmp_path):
+    from toolkit.commands.relay import relay_options
+    from toolkit.config import load_config
+
+    path = tmp_path / "strangler.toml"
+    path.write_text('outbox_table = "shop_outbox"\n[relay]\nretry_base = 3\nretry_max = 90\n'
+                    'outage_max = 4\ncoalesce = 0.01\nbatch = 7\n')
+    options = relay_options(load_config(path, environ={}))
+    assert (options.retry_base, options.retry_max, options.outage_max, options.coalesce) == (3.0, 90.0, 4.0, 0.01)
+    assert (options.batch, options.table_name) == (7, "shop_outbox")
+
+
+def test_relay_retry_base_from_the_environment_delays_a_failed_row(sqlite_url, tmp_path):
+    engine = migrated_engine(sqlite_url)
+    emit_events(engine, ["a"], per_key=1)
+    with engine.begin() as conn:  # a row that is not a valid event: a permanent failure
+        conn.execute(update(outbox).values(source=""))
+    env = {"STRANGLER_RELAY_RETRY_BASE": "400", "STRANGLER_RELAY_RETRY_MAX": "400"}
+    before = dt.datetime.now(dt.UTC)
+    result = CliRunner().invoke(cli, ["relay", "--db", sqlite_url, "--router", f"file://{tmp_path}/ev", "--once"],
+                                env=env)
+    assert result.exit_code == 1, result.output
+    [row] = rows(engine)
+    assert row.attempts == 1 and row.published_at is None
+    assert 200 <= (row.available_at - before).total_seconds() <= 401  # 400 s times a jitter of 0.5 to 1
+    engine.dispose()
+
+
+def test_relay_with_a_bad_setting_exits_2_naming_the_key(sqlite_url):
+    migrated_engine(sqlite_url).dispose()
+    result = CliRunner().invoke(cli, ["relay", "--db", sqlite_url, "--router", "file://./x", "--once"],
+                                env={"STRANGLER_RELAY_COALESCE": "5"})
+    assert result.exit_code == 2
+    assert "relay.coalesce = 5.0" in result.output and "relay.poll_interval" in result.output

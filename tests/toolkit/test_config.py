@@ -63,6 +63,16 @@ def test_a_pyproject_without_the_section_is_not_a_config(tmp_path):
         ("relay = 3\n", r"'relay' must be a table"),
         ("[relay]\nbatch = 0\n", r"relay.batch = 0: expected an integer of at least 1 \(.*strangler.toml\)"),
         ("source = \n", r"strangler.toml: not valid TOML"),
+        ("[relay]\nretry_base = 0\n", r"relay.retry_base = 0.0: expected a number of seconds above 0 \(.*strangler.toml\)"),
+        ("[relay]\nretry_base = 'soon'\n", r"relay.retry_base = 'soon': expected a number"),
+        ("[relay]\nretry_base = 10\nretry_max = 5\n",
+         r"relay.retry_max = 5.0: expected a number of seconds of at least relay.retry_base \(10.0\)"),
+        ("[relay]\noutage_max = -1\n", r"relay.outage_max = -1.0: expected a number of seconds above 0"),
+        ("[relay]\ncoalesce = -0.001\n", r"relay.coalesce = -0.001: expected a number of seconds from 0 \(no wait\) to"),
+        ("[relay]\npoll_interval = 0.2\ncoalesce = 0.5\n",
+         r"relay.coalesce = 0.5: .* to relay.poll_interval \(0.2\)"),
+        ("[relay]\npoll_interval = 0\n", r"relay.poll_interval = 0.0: expected a number of seconds above 0"),
+        ("[relay]\nlease_seconds = nan\n", r"relay.lease_seconds = nan: expected a number of seconds above 0"),
     ],
 )
 def test_bad_files_name_file_key_and_expected_form(tmp_path, text, message):
@@ -94,3 +104,36 @@ def test_the_configuration_doc_lists_every_setting():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     missing = [key for key, var, _, _ in describe() if f"`{key}`" not in doc or f"`{var}`" not in doc]
     assert missing == [], f"docs/configuration.md does not describe {missing}"
+
+
+def test_relay_retry_outage_and_coalesce_settings_from_file_and_environment(tmp_path):
+    path = write(
+        tmp_path / "strangler.toml",
+        """\
+        [relay]
+        retry_base = 2
+        retry_max = 600
+        outage_max = 10.5
+        coalesce = 0
+        """,
+    )
+    config = load_config(path, environ={"STRANGLER_RELAY_OUTAGE_MAX": "5", "STRANGLER_RELAY_COALESCE": "0.002"})
+    relay = config.relay
+    assert (relay.retry_base, relay.retry_max, relay.outage_max, relay.coalesce) == (2.0, 600.0, 5.0, 0.002)
+
+
+def test_relay_defaults_are_the_relays_own():
+    from outbox.relay import RelayOptions
+    from toolkit.config import RelayConfig
+
+    ours, theirs = RelayConfig(), RelayOptions()
+    for key in ("batch", "max_attempts", "poll_interval", "lease_seconds", "retry_base", "retry_max", "outage_max",
+                "coalesce"):
+        assert getattr(ours, key) == getattr(theirs, key), key
+
+
+def test_a_bad_relay_setting_from_the_environment_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match=r"environment variable STRANGLER_RELAY_RETRY_MAX: .*expected a number"):
+        load_config(cwd=tmp_path, environ={"STRANGLER_RELAY_RETRY_MAX": "forever"})
+    with pytest.raises(ConfigError, match=r"relay.retry_max = 0.5: .*at least relay.retry_base \(1.0\)"):
+        load_config(cwd=tmp_path, environ={"STRANGLER_RELAY_RETRY_MAX": "0.5"})

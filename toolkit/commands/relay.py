@@ -132,8 +132,20 @@ def envelope_transform_for(config):
         raise click.UsageError(f"crypto.encrypt_at = 'relay' but the keys or policy cannot be loaded: {exc}")
 
 
+def relay_options(config):
+    """Return the ``RelayOptions`` the ``[relay]`` settings and the outbox table name make."""
+    from outbox.relay import RelayOptions
+
+    relay = config.relay
+    return RelayOptions(
+        batch=relay.batch, max_attempts=relay.max_attempts, poll_interval=relay.poll_interval,
+        lease_seconds=relay.lease_seconds, retry_base=relay.retry_base, retry_max=relay.retry_max,
+        outage_max=relay.outage_max, coalesce=relay.coalesce, table_name=config.outbox_table,
+    )
+
+
 def _run(config, once: bool, stop: StopSignals) -> None:
-    from outbox.relay import Relay, RelayOptions
+    from outbox.relay import Relay
     from outbox.routers import RouterError, open_router
 
     from .outbox import engine_for
@@ -158,11 +170,7 @@ def _run(config, once: bool, stop: StopSignals) -> None:
                 raise click.UsageError(str(exc)) from None
         relay = Relay(
             engine, router,
-            options=RelayOptions(
-                batch=config.relay.batch, max_attempts=config.relay.max_attempts,
-                poll_interval=config.relay.poll_interval, lease_seconds=config.relay.lease_seconds,
-                table_name=config.outbox_table,
-            ),
+            options=relay_options(config),
             envelope_transform=transform, metrics=metrics,
         )
         stop.attach(relay)
