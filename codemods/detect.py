@@ -620,9 +620,24 @@ class Detector:
             owner = self.value_of(owner_node, scope)
             if owner is not None and owner.origin == "new":
                 return  # filling a new object's collection is part of creating it
-            self._site(scope, "collection", call, stmt, verb="updated", cls=receiver.cls,
-                       target=self._session_at_hand(scope), entity_node=owner_node,
-                       confidence="high", **common)
+            target = self._session_at_hand(scope)
+            if self.index.owns(receiver.cls or "", receiver.attr or ""):
+                # Its rows are part of the owner (an order's lines): the owner's aggregate changed.
+                self._site(scope, "collection", call, stmt, verb="updated", cls=receiver.cls, target=target,
+                           entity_node=owner_node, confidence="high", **common)
+                return
+            # A collection its parent does not own: the rows that change are the children's (their foreign
+            # key, or their INSERT when new), so the event is the child's.
+            element = args[-1].value if args and method in ("append", "remove", "add", "discard", "insert") else None
+            child = self.value_of(element, scope) if element is not None else None
+            child = child if child is not None and child.kind == "entity" else None
+            decide = None
+            if element is None or not _is_reference(element):
+                decide = (f"{code_of(recv_node)} is a collection its parent does not own: the rows that change are "
+                          "the children's, and this call does not name one; emit for each child")
+            verb = {"new": "created", "loaded": "updated"}.get(child.origin or "", "saved") if child else "saved"
+            self._site(scope, "collection", call, stmt, verb=verb, cls=child.cls if child else None, target=target,
+                       entity_node=element, confidence="high", decide=decide, **common)
             return
         if kind in ("entity", "instance", "class") and receiver.cls:
             qualname = self.index.find_method(receiver.cls, method)
@@ -1049,7 +1064,8 @@ class Detector:
         aggregate = self._aggregate(info)
         function = scope.qualname
         verb = naming.verb_for(info.get("verb") or "updated", function, self.settings.verbs)
-        dynamic = aggregate is None and kind in ("session-add", "session-delete", "session-merge", "wrapper")
+        dynamic = aggregate is None and kind in ("session-add", "session-delete", "session-merge", "wrapper",
+                                                 "collection")
         if kind == "session-add" and scope.owner and info.get("entity_code") == "self" and not aggregate:
             dynamic = True
         # A write of `self` (or a parameter) in a helper: the helper is a wrapper, emit inside it.

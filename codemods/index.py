@@ -65,6 +65,7 @@ class ClassFacts:
     keys: list[str]  # attributes declared with primary_key=True
     methods: dict[str, FuncFacts]
     attrs: dict[str, Raw]
+    owned: set[str] = dataclasses.field(default_factory=set)  # relationships whose rows are part of the class
 
 
 @dataclasses.dataclass
@@ -234,6 +235,10 @@ class _FactsVisitor:
                             first = value.args[0] if value.args else None
                             target_name = first.value if isinstance(first, ast.Constant) else dotted(first)
                             facts.relationships[name] = target_name if isinstance(target_name, str) else None
+                            if any(k.arg == "secondary" or (k.arg == "cascade" and isinstance(k.value, ast.Constant)
+                                                            and "delete-orphan" in str(k.value.value))
+                                   for k in value.keywords):
+                                facts.owned.add(name)  # delete-orphan children, or association rows
                         elif any(k.arg == "primary_key" and isinstance(k.value, ast.Constant)
                                  and k.value.value is True for k in value.keywords):
                             facts.keys.append(name)
@@ -636,6 +641,10 @@ class Index:
             if facts:
                 out.update(facts.relationships)
         return out
+
+    def owns(self, qualname: str, relationship: str) -> bool:
+        """True when the class owns the rows of ``relationship`` (``delete-orphan``, or many-to-many)."""
+        return any(relationship in facts.owned for facts in map(self.klass, self.mro(qualname)) if facts)
 
     def primary_keys(self, qualname: str) -> list[str]:
         """The primary key attributes of a mapped class (its own, else the nearest ancestor's)."""

@@ -193,14 +193,41 @@ def test_bulk_mappings(tmp_path):
     ''')
 
 
-def test_relationship_collection_of_a_loaded_entity_but_not_of_a_new_one(tmp_path):
+def test_a_collection_change_is_the_change_of_whoever_owns_the_rows(tmp_path):
+    # User.orders does not own its orders: moving one in writes the order's foreign key (a new one is
+    # inserted), so the order is what changed. A basket owns its items (delete-orphan): they are part of it.
+    baskets = '''
+        from .models import db
+
+
+        class Basket(db.Model):
+            id = db.Column(db.Integer, primary_key=True)
+            items = db.relationship("Item", cascade="all, delete-orphan")
+
+
+        class Item(db.Model):
+            id = db.Column(db.Integer, primary_key=True)
+            basket_id = db.Column(db.ForeignKey("basket.id"))
+    '''
     result = assert_codemod(tmp_path, '''
+        from .baskets import Basket, Item
         from .models import db, User, Order
 
 
-        def attach(uid):
+        def attach(uid, oid):
             user = db.session.get(User, uid)
+            order = db.session.get(Order, oid)
+            user.orders.append(order)
+            fresh = Order(status="new")
+            user.orders.append(fresh)
             user.orders.append(Order(status="new"))
+            user.orders.clear()
+            db.session.commit()
+
+
+        def fill(basket_id):
+            basket = db.session.get(Basket, basket_id)
+            basket.items.append(Item())
             db.session.commit()
 
 
@@ -209,14 +236,28 @@ def test_relationship_collection_of_a_loaded_entity_but_not_of_a_new_one(tmp_pat
             user.orders.append(Order())
             db.session.add(user)
     ''', '''
+        from .baskets import Basket, Item
         from .models import db, User, Order
         from outbox import emit
 
 
-        def attach(uid):
+        def attach(uid, oid):
             user = db.session.get(User, uid)
+            order = db.session.get(Order, oid)
+            user.orders.append(order)
+            emit(db.session, "app.order.updated", order)
+            fresh = Order(status="new")
+            user.orders.append(fresh)
+            emit(db.session, "app.order.created", fresh)
             user.orders.append(Order(status="new"))
-            emit(db.session, "app.user.updated", user)
+            user.orders.clear()
+            db.session.commit()
+
+
+        def fill(basket_id):
+            basket = db.session.get(Basket, basket_id)
+            basket.items.append(Item())
+            emit(db.session, "app.basket.updated", basket)
             db.session.commit()
 
 
@@ -225,8 +266,11 @@ def test_relationship_collection_of_a_loaded_entity_but_not_of_a_new_one(tmp_pat
             user.orders.append(Order())
             db.session.add(user)
             emit(db.session, "app.user.created", user)
-    ''')
-    assert [s.kind for s in result.sites] == ["collection", "session-add"]
+    ''', extra={"app/baskets.py": baskets})
+    assert [(s.kind, s.action) for s in result.sites] == [
+        ("collection", "rewrite"), ("collection", "rewrite"), ("collection", "decide"), ("collection", "decide"),
+        ("collection", "rewrite"), ("session-add", "rewrite")]
+    assert "does not own" in result.sites[2].reason
 
 
 def test_dbapi_cursor_with_a_visible_commit(tmp_path):
