@@ -30,12 +30,13 @@ def test_verify_reports_figures_as_json_and_leaves_no_table_or_stream(postgresql
     client.close()
 
 
-def test_a_scenario_that_does_not_fit_the_broker_is_skipped_with_the_reason(postgresql_url):
+def test_a_scenario_that_does_not_fit_the_broker_is_skipped_with_the_reason(postgresql_url, tmp_path):
     result = CliRunner().invoke(cli, [
-        "verify", "--db", postgresql_url, "--router", "mqtt://127.0.0.1:1", "--scenario", "broker-outage",
+        "verify", "--db", postgresql_url, "--router", f"file://{tmp_path}", "--scenario", "broker-outage",
     ])
     assert result.exit_code == 0, result.output
-    assert "broker-outage: skipped (broker-outage starts its own broker: Redis or NATS, not mqtt)" in result.stdout
+    assert ("broker-outage: skipped (broker-outage starts its own broker: Redis, RabbitMQ, NATS or MQTT, not file)"
+            in result.stdout)
 
 
 def test_a_malformed_database_url_is_a_usage_error():
