@@ -146,7 +146,14 @@ def _calls_in(node: cst.CSTNode, repeated: set[cst.Call] | None = None) -> list[
             out.append(current)
             if inside and repeated is not None:
                 repeated.add(current)
-        inside = inside or tp in _COMPREHENSIONS
+        if tp in _COMPREHENSIONS:
+            # The first iterable is evaluated once, where the comprehension stands; the rest once per element.
+            first = current.for_in
+            parts = [first.target, *first.ifs, first.inner_for_in]
+            parts += [current.key, current.value] if tp is cst.DictComp else [current.elt]
+            stack.extend((part, True) for part in parts if part is not None)
+            stack.append((first.iter, inside))
+            continue
         for name in _child_fields(tp):
             value = getattr(current, name)
             if isinstance(value, cst.CSTNode):
@@ -672,6 +679,9 @@ class Detector:
             root = root.value
         if isinstance(root, cst.Name) and scope.lookup(root.value)[0]:
             return None
+        callee = self.value_of(node.func, scope)
+        if callee is None or callee.kind != "class":
+            return None  # a factory (`User.create(...)`) may return an object that is in the session already
         return code_of(node.func)
 
     def _execute(self, call, receiver: Value, target: str, scope: _Scope, stmt, common: dict, confidence: str):

@@ -7,6 +7,11 @@ import pytest
 from .helpers import MODELS, assert_codemod, run_on, write_tree
 
 
+def run_on_source(tmp_path, source):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": source})
+    return run_on(tmp_path, "app/code.py")
+
+
 def sites(result, kind=None):
     return [s for s in result.sites if kind is None or s.kind == kind]
 
@@ -451,6 +456,56 @@ def test_an_object_built_in_the_add_is_tracked_and_emitted_by_what_the_add_attac
     ''')
     assert [(s.action, s.event_type) for s in result.sites] == [("rewrite", "app.user.created"),
                                                                  ("rewrite", "app.order.created")]
+
+
+def test_a_write_in_the_first_iterable_of_a_comprehension_runs_once_and_is_rewritten(tmp_path):
+    assert_codemod(tmp_path, '''
+        from sqlalchemy import insert
+
+        from .models import db, User
+
+
+        def import_users(names):
+            ids = [row.id for row in db.session.execute(insert(User).returning(User.id), {"name": names[0]})]
+            db.session.commit()
+            return ids
+    ''', '''
+        from sqlalchemy import insert
+
+        from .models import db, User
+        from outbox import emit
+
+
+        def import_users(names):
+            ids = [row.id for row in db.session.execute(insert(User).returning(User.id), {"name": names[0]})]
+            emit(db.session, "app.user.created", aggregate="user")
+            db.session.commit()
+            return ids
+    ''')
+
+
+def test_a_factory_in_the_add_is_not_taken_for_a_constructor(tmp_path):
+    # Tag.create() may hand back an object that is in the session already: only a class is tracked.
+    source = '''
+        from .models import db
+
+
+        class Tag(db.Model):
+            id = db.Column(db.Integer, primary_key=True)
+
+            @classmethod
+            def create(cls, **kwargs):
+                return cls(**kwargs)
+
+
+        def make(name):
+            db.session.add(Tag.create(name=name))
+            db.session.add(Tag(name=name))
+    '''
+    result = run_on_source(tmp_path, source)
+    assert [(s.action, s.code) for s in result.sites] == [
+        ("decide", "db.session.add(Tag.create(name=name))"), ("rewrite", "db.session.add(Tag(name=name))")]
+    assert "not a name" in result.sites[0].reason
 
 
 def test_names_taken_in_the_module_are_not_shadowed_by_the_tracking_helpers(tmp_path):
