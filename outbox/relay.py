@@ -62,6 +62,8 @@ _CLAIM_COLUMNS = (
 )
 #: Most keys named in the claim's exclusion list; beyond it they are filtered after the read.
 _MAX_EXCLUDED_KEYS = 200
+#: Seconds a key stays held back after its head row is due again (monotonic and wall clock slack).
+_HOLD_MARGIN = 0.25
 #: Published positions remembered to skip notifications of rows a claim already sent.
 _RECENT = 8192
 #: Notified rows held at most; beyond, they are dropped and the relay claims instead.
@@ -122,6 +124,7 @@ class _Row:
     type: str
     envelope: Envelope | None
     error: str | None = None  # set when the row cannot become an envelope
+    retry_at: dt.datetime | None = None  # set when the row failed: when it is due again
 
 
 @dataclasses.dataclass
@@ -405,7 +408,7 @@ class Relay:
         ).all()
         mono = time.monotonic()
         for aggregatetype, aggregateid, available_at in rows:
-            until = mono + (available_at - now).total_seconds()
+            until = mono + (available_at - now).total_seconds() + _HOLD_MARGIN
             key = (aggregatetype, aggregateid)
             self.blocked[key] = max(self.blocked.get(key, 0.0), until)
 
@@ -534,7 +537,7 @@ class Relay:
                     self.stats.dead += 1
                     self.metrics.dead(row.type)
                 else:
-                    values["available_at"] = now + dt.timedelta(seconds=self._retry_delay(attempts))
+                    values["available_at"] = row.retry_at or now + dt.timedelta(seconds=self._retry_delay(attempts))
                 conn.execute(update(t).where(t.c.position == row.position, t.c.published_at.is_(None)).values(**values))
         self._marked(lost)
 
@@ -695,7 +698,12 @@ class Relay:
                     dead += 1
                     self.blocked.pop(row.key, None)
                 else:
-                    self.blocked[row.key] = mono + self._retry_delay(row.attempts + 1)
+                    # One delay for both: the row's available_at (written by the mark) and its key's
+                    # hold here, which lasts a moment longer, so that no claim finds the key's later
+                    # rows free while the head row is not yet due.
+                    delay = self._retry_delay(row.attempts + 1)
+                    row.retry_at = now + dt.timedelta(seconds=delay)
+                    self.blocked[row.key] = mono + delay + _HOLD_MARGIN
             else:
                 self.metrics.failed(row.type, "transient")
                 transient = transient or result.error
