@@ -1,10 +1,11 @@
 """Commit → publish latency with PostgreSQL NOTIFY, and relay CPU at a steady rate, against baselines.
 
 latency (default 1,000 events/s for --seconds):
-  a writer thread commits one event per transaction, paced; the relay (NOTIFY on) publishes to
-  Redis; each event's latency is from its commit returning to the router's ack.
-  Baselines measured in the same run: the NOTIFY wake-up alone (commit → a LISTEN connection
-  receives it) and one batch publish (XADD of one event, acked).
+  a writer process (the monolith) commits one event per transaction, paced; the relay (NOTIFY
+  on) publishes to Redis; each event's latency is from its commit returning in the writer to
+  the router's ack in the relay (both on CLOCK_MONOTONIC).
+  Baselines measured in the same run: the NOTIFY wake-up alone (a NOTIFY committed by another
+  process → a LISTEN connection receives it) and one batch publish (XADD of one event, acked).
 cpu (default 2,000 events/s):
   a writer process commits 10 events per transaction, paced; this process relays them to Redis,
   first with outbox.relay.Relay, then with a naive serial loop (SELECT batch, publish, UPDATE,
@@ -38,7 +39,7 @@ from outbox.table import get_outbox_table
 
 t = get_outbox_table()
 REDIS = "redis://127.0.0.1:6379/0"
-COALESCE = float(os.environ.get("COALESCE", "0.001"))
+COALESCE = float(os.environ.get("COALESCE", "0"))  # the relay's default
 ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -75,19 +76,33 @@ class TimedRouter:
         self.inner.close()
 
 
+def _notify_sender(conninfo: str, samples: int, sent) -> None:
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as writer:
+        for _ in range(samples):
+            writer.execute("NOTIFY bench_wake")
+            sent.put(time.perf_counter())  # CLOCK_MONOTONIC: comparable across processes
+            time.sleep(0.002)
+
+
 def notify_baseline(url: str, samples: int = 300) -> list[float]:
+    """NOTIFY wake-up: from the sender's commit returning (another process) to the listener receiving it."""
     import psycopg
 
     conninfo = create_engine(url).url.set(drivername="postgresql").render_as_string(hide_password=False)
     out = []
-    with psycopg.connect(conninfo, autocommit=True) as listener, psycopg.connect(conninfo, autocommit=True) as writer:
+    sent = multiprocessing.Queue()
+    with psycopg.connect(conninfo, autocommit=True) as listener:
         listener.execute('LISTEN "bench_wake"')
-        for _ in range(samples):
-            writer.execute("NOTIFY bench_wake")
-            sent = time.perf_counter()
-            for _ in listener.notifies(timeout=5, stop_after=1):
-                out.append(time.perf_counter() - sent)
-            time.sleep(0.002)
+        sender = multiprocessing.Process(target=_notify_sender, args=(conninfo, samples, sent))
+        sender.start()
+        received = []
+        for _ in listener.notifies(timeout=samples * 0.01 + 10, stop_after=samples):
+            received.append(time.perf_counter())
+        sender.join()
+    for at in received:
+        out.append(at - sent.get(timeout=5))
     return out
 
 
@@ -104,6 +119,26 @@ def publish_baseline(samples: int = 300) -> list[float]:
     return out
 
 
+def latency_writer(url: str, rate: int, seconds: float, ready, committed) -> None:
+    """The monolith: one event per transaction, paced; reports (event id, commit returned at)."""
+    engine = create_engine(url)
+    ready.wait()
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    n = 0
+    out = []
+    while time.perf_counter() - start < seconds:
+        delay = start + n * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        with engine.begin() as conn:
+            event_id = emit(conn, "shop.order.created", aggregate="order", key=str(n % 100), data={"n": n})
+        out.append((event_id, time.perf_counter()))
+        n += 1
+    committed.put((out, n / (time.perf_counter() - start)))
+    engine.dispose()
+
+
 def latency(url: str, rate: int, seconds: float) -> None:
     engine = create_engine(url, pool_size=4)
     router = TimedRouter(open_router(REDIS, destinations=Destinations(prefix=f"benchlat{uuid.uuid4().hex[:6]}-")))
@@ -111,20 +146,13 @@ def latency(url: str, rate: int, seconds: float) -> None:
     runner = threading.Thread(target=relay.run)
     runner.start()
     time.sleep(1)
-    committed: dict[str, float] = {}
-    interval = 1.0 / rate
-    start = time.perf_counter()
-    n = 0
-    while time.perf_counter() - start < seconds:
-        target = start + n * interval
-        delay = target - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        with engine.begin() as conn:
-            event_id = emit(conn, "shop.order.created", aggregate="order", key=str(n % 100), data={"n": n})
-        committed[event_id] = time.perf_counter()
-        n += 1
-    achieved = n / (time.perf_counter() - start)
+    ready, queue = multiprocessing.Event(), multiprocessing.Queue()
+    writer = multiprocessing.Process(target=latency_writer, args=(url, rate, seconds, ready, queue))
+    writer.start()
+    ready.set()
+    pairs, achieved = queue.get(timeout=seconds + 60)
+    writer.join()
+    committed = dict(pairs)
     deadline = time.monotonic() + 30
     while len(router.acked) < len(committed) and time.monotonic() < deadline:
         time.sleep(0.05)

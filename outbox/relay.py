@@ -88,8 +88,8 @@ class RelayOptions:
     notify: bool = True
     #: Claim the next batch while this one publishes.
     overlap: bool = True
-    #: After a NOTIFY wake-up, wait this long (seconds) so that commits close together share a claim.
-    coalesce: float = 0.001
+    #: After a NOTIFY wake-up, wait this long (seconds) so that commits close together share a batch.
+    coalesce: float = 0.0
     #: Python's thread switch interval while ``run`` runs (seconds; None leaves it). The claim and
     #: mark threads wait on the database and then for the interpreter lock, which the publishing
     #: thread holds up to the interval (5 ms by default): a shorter one hands it over sooner.

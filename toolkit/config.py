@@ -49,7 +49,7 @@ class RelayConfig:
     retry_max: float = _field(300.0, "longest wait before a row's retry, in seconds (at least retry_base)")
     outage_max: float = _field(30.0, "longest pause of the whole relay while the broker is unreachable, in seconds")
     coalesce: float = _field(
-        0.001, "seconds to wait after a NOTIFY wake-up so close commits share a batch (0 to poll_interval)"
+        0.0, "seconds to wait after a NOTIFY wake-up so close commits share a batch (0 to poll_interval)"
     )
 
 
