@@ -270,12 +270,38 @@ class Stage:
                 conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
             if postgres:
                 conn.execute(text(f"DROP FUNCTION IF EXISTS {self.table}_notify()"))
+                conn.execute(text(f"DROP FUNCTION IF EXISTS {self.table}_slow_mark()"))
             if self._created_inbox:
                 inbox.metadata.drop_all(conn, checkfirst=True)
             else:
                 conn.execute(delete(inbox.inbox_table).where(inbox.inbox_table.c.consumer == self.consumer_name))
                 conn.execute(delete(inbox.dead_letter_table).where(
                     inbox.dead_letter_table.c.consumer == self.consumer_name))
+
+    def slow_marks(self, seconds: float) -> None:
+        """Make each mark of the private outbox (an UPDATE setting ``published_at``) take ``seconds`` longer.
+
+        A trigger on the stage's own table: it widens the window between
+        publish and mark, so a relay killed at a random moment is often killed
+        inside it, as a relay on a busy database would be.
+        """
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text(
+                    f"CREATE FUNCTION {self.table}_slow_mark() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN PERFORM pg_sleep({float(seconds)}); RETURN NULL; END $$"
+                ))
+                conn.execute(text(
+                    f"CREATE TRIGGER {self.table}_slow_mark BEFORE UPDATE OF published_at ON {self.table} "
+                    f"FOR EACH STATEMENT EXECUTE FUNCTION {self.table}_slow_mark()"
+                ))
+            elif conn.dialect.name in ("mysql", "mariadb"):
+                # Row triggers only: a share of the delay for each row newly marked.
+                conn.execute(text(
+                    f"CREATE TRIGGER {self.table}_slow_mark BEFORE UPDATE ON {self.table} FOR EACH ROW "
+                    f"IF NEW.published_at IS NOT NULL AND OLD.published_at IS NULL "
+                    f"THEN DO SLEEP({float(seconds) / 10}); END IF"
+                ))
 
     def _safe_db(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
