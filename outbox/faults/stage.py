@@ -281,9 +281,10 @@ class Stage:
     def slow_marks(self, seconds: float) -> None:
         """Make each mark of the private outbox (an UPDATE setting ``published_at``) take ``seconds`` longer.
 
-        A trigger on the stage's own table: it widens the window between
-        publish and mark, so a relay killed at a random moment is often killed
-        inside it, as a relay on a busy database would be.
+        A trigger on the stage's own table (PostgreSQL; elsewhere nothing): it
+        widens the window between publish and mark, so a relay killed at a
+        random moment is often killed inside it, as a relay on a busy database
+        would be.
         """
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -294,13 +295,6 @@ class Stage:
                 conn.execute(text(
                     f"CREATE TRIGGER {self.table}_slow_mark BEFORE UPDATE OF published_at ON {self.table} "
                     f"FOR EACH STATEMENT EXECUTE FUNCTION {self.table}_slow_mark()"
-                ))
-            elif conn.dialect.name in ("mysql", "mariadb"):
-                # Row triggers only: a share of the delay for each row newly marked.
-                conn.execute(text(
-                    f"CREATE TRIGGER {self.table}_slow_mark BEFORE UPDATE ON {self.table} FOR EACH ROW "
-                    f"IF NEW.published_at IS NOT NULL AND OLD.published_at IS NULL "
-                    f"THEN DO SLEEP({float(seconds) / 10}); END IF"
                 ))
 
     def _safe_db(self) -> str:

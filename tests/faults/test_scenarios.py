@@ -2,7 +2,8 @@
 
 Every scenario runs on PostgreSQL with Redis Streams, RabbitMQ and NATS
 JetStream; the broker outage also on MQTT (Mosquitto), each time on a private
-broker instance the test starts and stops. The figures line of each scenario is
+broker instance the test starts and stops; relay kills and long transactions
+also on MariaDB (with Redis). The figures line of each scenario is
 printed in the summary at the end of the run.
 """
 
@@ -75,6 +76,17 @@ def test_broker_stopped_and_started_while_writers_write(scenario, postgresql_url
 @pytest.mark.parametrize("broker_name", THREE)
 def test_long_transactions_commit_early_positions_late(scenario, postgresql_url, broker_name):
     figures = scenario("long-transactions", postgresql_url, broker(broker_name))
+    assert figures.notes["published_after_later_positions"] > 0
+
+
+def test_relay_killed_and_restarted_on_mariadb(scenario, mariadb_url, budget):
+    figures = scenario("relay-kill", mariadb_url, broker("redis"))
+    assert figures.notes["kills"] == budget.kills
+    assert figures.broker_copies > 0
+
+
+def test_long_transactions_on_mariadb(scenario, mariadb_url):
+    figures = scenario("long-transactions", mariadb_url, broker("redis"))
     assert figures.notes["published_after_later_positions"] > 0
 
 
