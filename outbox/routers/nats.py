@@ -138,6 +138,7 @@ class _Client:
             "servers": [self.server], "connect_timeout": 3, "allow_reconnect": False,
             # One try: the relay's own backoff decides when to try again.
             "max_reconnect_attempts": 1, "reconnect_time_wait": 0, "error_cb": _quiet,
+            "disconnected_cb": self._on_disconnect,
         }
         if self.tls is not None:
             kwargs["tls"] = self.tls
@@ -160,6 +161,12 @@ class _Client:
         self._acks[reply] = future
         await self.nc.publish(subject, data, reply=reply, headers=headers)
         return future
+
+    async def _on_disconnect(self) -> None:
+        """The connection is gone: no ack will come, so the batch fails now rather than at ``ack_timeout``."""
+        for future in self._acks.values():
+            if not future.done():
+                future.set_exception(ConnectionError("nats: connection lost before the JetStream ack"))
 
     def forget_cancelled(self) -> None:
         """Stop waiting for the acks of publishes that timed out."""
