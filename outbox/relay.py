@@ -62,6 +62,8 @@ _CLAIM_COLUMNS = (
 )
 #: Most keys named in the claim's exclusion list; beyond it they are filtered after the read.
 _MAX_EXCLUDED_KEYS = 200
+#: Batches published and being marked at most; beyond, publishing waits for the oldest mark.
+_MAX_MARKS_IN_FLIGHT = 2
 #: Seconds a key stays held back after its head row is due again (monotonic and wall clock slack).
 _HOLD_MARGIN = 0.25
 #: Published positions remembered to skip notifications of rows a claim already sent.
@@ -252,8 +254,8 @@ class Relay:
         if self.options.switch_interval is not None:
             sys.setswitchinterval(self.options.switch_interval)
 
-        def reap(wait: bool = False) -> None:
-            while marks and (wait or marks[0][0].done()):
+        def reap(wait: bool = False, keep: int = 0) -> None:
+            while len(marks) > keep and (wait or marks[0][0].done()):
                 future, positions = marks.popleft()
                 try:
                     future.result()
@@ -328,6 +330,10 @@ class Relay:
                 unmarked.update(positions)
                 self._remember_published(positions)
                 marks.append((markers.submit(self._mark, batch, results), positions))
+                if len(marks) > _MAX_MARKS_IN_FLIGHT:
+                    # Marks slower than publishing: wait for the oldest rather than let the rows
+                    # published and not yet marked (which every claim must skip) pile up.
+                    reap(wait=True, keep=_MAX_MARKS_IN_FLIGHT)
                 self._report_gauges(batch)
                 if any(not result.ok for result in results.values()):
                     caught_up = False  # a key may hold rows back: only a claim knows which
