@@ -96,6 +96,16 @@ def _take_three_and_drop(url: str, prefix: str, group: str, **options):
     taken[0].ack()
     taken[1].ack()
     first.close()  # dies holding events 2, 3 and 4
+
+    async def acked(js):  # the server takes acks in on a queue of its own: wait until it has both
+        for _ in range(100):
+            info = await js.consumer_info(prefix + "order", group)
+            if info.ack_floor.stream_seq >= 2:
+                return info.num_ack_pending
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the acks never reached the server: {info}")
+
+    assert _run(url, acked) == 3
     return [e.id for e in events]
 
 
