@@ -353,9 +353,10 @@ def _refuse(stage: Stage, scheme: str, refuse: bool) -> bool:
 
     Redis: a plain key where the stream would be (XADD fails with WRONGTYPE).
     NATS: the stream's ``max_msg_size`` set below any event (the publish ack is
-    a 400 error). RabbitMQ has no refusal the router can pin on one message
-    (a publisher-confirm nack or a channel the broker closes is transient), so
-    there the scenario has no refused row: False.
+    a 400 error). RabbitMQ: a ``direct`` exchange where the router declares a
+    topic one (the broker closes the channel with 406 PRECONDITION_FAILED, which
+    the router pins on the message); the fix puts the topic exchange and the
+    subscriptions' bindings back.
     """
     url = stage.router_url.split("?", 1)[0]
     if scheme == "redis":
@@ -385,6 +386,20 @@ def _refuse(stage: Stage, scheme: str, refuse: bool) -> bool:
                 await nc.close()
 
         asyncio.run(limit())
+        return True
+    if scheme == "amqp":
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        try:
+            channel = connection.channel()
+            channel.exchange_delete(stage.prefix + "blocked")
+            if refuse:
+                channel.exchange_declare(stage.prefix + "blocked", exchange_type="direct", durable=True)
+        finally:
+            connection.close()
+        if not refuse:
+            stage.prepare_broker()  # the topic exchange and the queues' bindings again
         return True
     return False
 

@@ -474,8 +474,10 @@ class PrivateBroker:
     ``stop`` is a clean shutdown (SIGTERM).
     """
 
-    def __init__(self, scheme: str, workdir: Path):
+    def __init__(self, scheme: str, workdir: Path, *, config: str = ""):
         self.scheme = scheme
+        #: RabbitMQ only: lines of the node's rabbitmq.conf (e.g. ``max_message_size = 4096``).
+        self.config = config
         self.dir = Path(workdir) / f"{scheme}-data"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = spare_port()
@@ -520,7 +522,7 @@ class PrivateBroker:
         # RabbitMQ: a node of its own (name, ports, Mnesia, logs, cookie in its own HOME), no plugins,
         # and none of the machine's configuration (which names the shared node's listener).
         (self.dir / "enabled_plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text("")
+        (self.dir / "rabbitmq.conf").write_text(self.config)
         (self.dir / "rabbitmq-env.conf").write_text("")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
         env.update({
@@ -587,9 +589,9 @@ class PrivateBroker:
 
 
 @contextlib.contextmanager
-def private_broker(scheme: str, workdir: Path) -> Iterator[PrivateBroker]:
+def private_broker(scheme: str, workdir: Path, *, config: str = "") -> Iterator[PrivateBroker]:
     """A started private broker, stopped on exit."""
-    broker = PrivateBroker(scheme, workdir)
+    broker = PrivateBroker(scheme, workdir, config=config)
     broker.start()
     try:
         yield broker

@@ -11,7 +11,10 @@ A batch is published with publisher confirms, and the confirms are awaited
 once per batch, not per message: every message is written, then the broker's
 acks (often one ``multiple`` ack) are collected. A nack or a lost connection
 fails the unconfirmed events as transient; an event over ``max_bytes``
-(default 16 MiB, RabbitMQ 4's default limit) is a permanent failure before sending.
+(default 16 MiB, RabbitMQ 4's default limit) is a permanent failure before sending,
+and so is a message over which the broker closes the channel with ``406
+PRECONDITION_FAILED`` (over its own ``max_message_size``): the unconfirmed
+events are then sent one at a time to find it.
 Exchanges are declared (topic, durable) the first time a destination is used.
 
 Note: a topic exchange drops messages no queue is bound to; open the consumers'
@@ -91,6 +94,8 @@ class AmqpRouter:
         self._tag = 0
         self._pending: dict[int, int] = {}
         self._outcome: dict[int, str | None] = {}
+        #: Set when the broker closed the channel (its reply code and text say why).
+        self._closed_by = None
 
     def _connect(self) -> None:
         if self._connection is not None and self._connection.is_open and self._channel.is_open:
@@ -102,6 +107,7 @@ class AmqpRouter:
         # Confirms on the underlying channel, so a batch's acks are collected together
         # (BlockingChannel.confirm_delivery would wait for each message's ack in turn).
         self._channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _: selected.append(True))
+        self._channel._impl.add_on_close_callback(self._on_channel_closed)
         deadline = time.monotonic() + 10
         while not selected and time.monotonic() < deadline:
             self._connection.process_data_events(time_limit=0.001)
@@ -119,6 +125,10 @@ class AmqpRouter:
             if index is not None:
                 self._outcome[index] = None if ok else "the broker nacked the message (publisher confirm)"
 
+    def _on_channel_closed(self, channel, reason) -> None:
+        if isinstance(reason, self.pika.exceptions.ChannelClosedByBroker):
+            self._closed_by = reason
+
     def _drop(self) -> None:
         try:
             if self._connection is not None and self._connection.is_open:
@@ -128,23 +138,63 @@ class AmqpRouter:
         self._connection = self._channel = None
 
     def publish(self, batch: Sequence[Envelope]) -> list[PublishResult]:
-        """Publish every event, then await the batch's publisher confirms."""
+        """Publish every event, then await the batch's publisher confirms.
+
+        When the broker closes the channel over a message (``406
+        PRECONDITION_FAILED``: over its ``max_message_size``, for one), the
+        events it had not confirmed are sent again one at a time, each confirm
+        awaited, so the one it refuses is found and failed as permanent while
+        the others are published and the later events of its key held back.
+        """
         results: list[PublishResult | None] = [None] * len(batch)
+        gate = KeyGate()
+        to_send: list[int] = []
+        for index, event in enumerate(batch):
+            held = gate.held(event)
+            if held is not None:
+                results[index] = held
+            elif len(event.data) > self.max_bytes:
+                results[index] = gate.fail(event, too_large(event.id, len(event.data), self.max_bytes, "amqp"))
+            else:
+                to_send.append(index)
+        outcome, error, refused = self._send(batch, to_send)
+        if refused is not None:
+            unconfirmed = [index for index in to_send if outcome.get(index, "unconfirmed") is not None]
+            error = None
+            for index in unconfirmed:
+                event = batch[index]
+                held = gate.held(event)
+                if held is not None or error is not None:
+                    results[index] = held or PublishResult(event.id, error)
+                    continue
+                one, error, refused = self._send(batch, [index])
+                if refused is not None:
+                    error = None
+                    results[index] = gate.fail(event, PublishResult(event.id, f"rabbitmq refused it: {refused}", True))
+                else:
+                    results[index] = PublishResult(event.id, one.get(index, error or "unconfirmed"))
+        for index in to_send:
+            if results[index] is None:
+                results[index] = PublishResult(batch[index].id, outcome.get(index, error or "unconfirmed"))
+        return results  # type: ignore[return-value]
+
+    def _send(self, batch: Sequence[Envelope], indexes: list[int]) -> tuple[dict[int, str | None], str | None, str | None]:
+        """Publish ``batch[indexes]`` and await their confirms.
+
+        Return (outcome by index: None when confirmed, else why not; the error of
+        the whole send, if it failed; the broker's reason when it closed the
+        channel over a message, which the caller pins down).
+        """
         self._pending.clear()
         self._outcome = {}
-        sent: list[int] = []
+        if not indexes:
+            return {}, None, None
+        error = refused = None
         try:
             self._connect()
             impl = self._channel._impl
-            gate = KeyGate()
-            for index, event in enumerate(batch):
-                held = gate.held(event)
-                if held is not None:
-                    results[index] = held
-                    continue
-                if len(event.data) > self.max_bytes:
-                    results[index] = gate.fail(event, too_large(event.id, len(event.data), self.max_bytes, "amqp"))
-                    continue
+            for index in indexes:
+                event = batch[index]
                 exchange = self.destinations.for_event(event)
                 if exchange not in self._declared:
                     self._channel.exchange_declare(exchange, exchange_type="topic", durable=True)
@@ -152,9 +202,8 @@ class AmqpRouter:
                 impl.basic_publish(exchange, event.type, event.data, properties_of(self.pika, event))
                 self._tag += 1
                 self._pending[self._tag] = index
-                sent.append(index)
             deadline = time.monotonic() + self.confirm_timeout
-            while self._pending and time.monotonic() < deadline:
+            while self._pending and time.monotonic() < deadline and self._closed_by is None:
                 # Short slices: confirms arrive on the underlying channel, which does not end
                 # a longer process_data_events early.
                 self._connection.process_data_events(time_limit=0.001)
@@ -164,19 +213,18 @@ class AmqpRouter:
             self._drop()
             error = f"rabbitmq: {type(exc).__name__}: {exc}"
         else:
-            error = "rabbitmq: no publisher confirm within the timeout" if self._pending else None
             if self._pending:
+                error = "rabbitmq: no publisher confirm within the timeout"
                 self._drop()
-        for index in sent:
-            if index in self._outcome and self._outcome[index] is None:
-                results[index] = PublishResult(batch[index].id)
-            else:
-                results[index] = PublishResult(batch[index].id, self._outcome.get(index) or error or "unconfirmed")
-        for index, event in enumerate(batch):
-            if results[index] is None:
-                results[index] = PublishResult(event.id, error or "not sent")
+        closed_by, self._closed_by = self._closed_by, None
+        if closed_by is not None:  # the broker closed the channel: it says why
+            error = f"rabbitmq closed the channel: {closed_by.reply_code} {closed_by.reply_text}"
+            if closed_by.reply_code == 406:
+                refused = f"{closed_by.reply_code} {closed_by.reply_text}"
+            self._drop()
+        outcome = {index: self._outcome.get(index, error or "unconfirmed") for index in indexes}
         self._pending.clear()
-        return results  # type: ignore[return-value]
+        return outcome, error, refused
 
     def close(self) -> None:
         """Close the connection; safe twice."""

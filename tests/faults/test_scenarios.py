@@ -99,11 +99,9 @@ def test_database_connections_cut_mid_batch(scenario, postgresql_url, broker_nam
 @pytest.mark.parametrize("broker_name", THREE)
 def test_poison_rows_go_dead_with_a_reason_and_retry_delivers_them(scenario, postgresql_url, broker_name):
     figures = scenario("poison-rows", postgresql_url, broker(broker_name))
-    # RabbitMQ refuses nothing the router can pin on one message (docs/guarantees.md): no refused row there.
-    refused = broker_name != "rabbitmq"
-    assert figures.notes["dead_before_fix"] == 2 + refused
-    assert figures.notes["dead_reasons"] == ("oversized|rejected|unreadable" if refused else "oversized|unreadable")
-    assert figures.notes["retried"] == 2 + refused
+    assert figures.notes["dead_before_fix"] == 3
+    assert figures.notes["dead_reasons"] == "oversized|rejected|unreadable"
+    assert figures.notes["retried"] == 3
     assert figures.notes["dead_after_retry"] == 0
     assert figures.notes["undecryptable_dead_letter"] == "not-for-us"
 
