@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def run_on(root: Path, target: str, *, write: bool = False, rewrite: bool = True
     options = runner.Options(settings=Settings(prefix="app", **settings), rewrite=rewrite, write=write,
                              root=str(root), attach_metadata=False)
     return runner.process_file(root / target, index, options)
+
+
+def rewrite_code(source: str, *, runs: int = 1) -> tuple[list[runner.FileResult], str]:
+    """Rewrite ``source`` as ``app/code.py`` of a fresh tree beside ``MODELS``, ``runs`` times.
+
+    Return each run's result and the file's text after the last; for the
+    property tests, which rewrite many generated sources.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        write_tree(root, {"app/models.py": MODELS, "app/code.py": ""})
+        (root / "app" / "code.py").write_text(source)
+        results = [run_on(root, "app/code.py", write=True) for _ in range(runs)]
+        return results, (root / "app" / "code.py").read_text()
 
 
 def assert_codemod(tmp_path: Path, before: str, after: str, *, extra: dict[str, str] | None = None,

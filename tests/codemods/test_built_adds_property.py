@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import ast
 import os
-import tempfile
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codemods import runner
-from codemods.detect import Settings
-
 from ..faults.test_codemods_property import only_inserted_lines
-from .helpers import MODELS, write_tree
+from .helpers import rewrite_code
 
 BUILT = [
     "db.session.add(User(name=name))",
@@ -68,17 +63,7 @@ def modules(draw) -> str:
           suppress_health_check=[HealthCheck.too_slow])
 @given(source=modules())
 def test_built_adds_are_rewritten_by_inserting_lines_only(source):
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        write_tree(root, {"app/models.py": MODELS, "app/code.py": ""})
-        target = root / "app" / "code.py"
-        target.write_text(source)
-        files = runner.discover([root])
-        options = runner.Options(settings=Settings(prefix="app"), rewrite=True, write=True, root=str(root),
-                                 attach_metadata=False)
-        result = runner.process_file(target, runner.build_index(files), options)
-        after = target.read_text()
-        again = runner.process_file(target, runner.build_index(runner.discover([root])), options)
+    (result, again), after = rewrite_code(source, runs=2)
 
     assert result.status == "ok", result.reason
     assert not again.changed, "a second rewrite changed the file"

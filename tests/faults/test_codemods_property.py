@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import ast
 import difflib
-import tempfile
 import textwrap
-from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from codemods import runner
-from codemods.detect import Settings
-
-from ..codemods.helpers import MODELS, write_tree
+from ..codemods.helpers import rewrite_code
 
 STATEMENTS = [
     "user = User(name=name)",
@@ -126,16 +121,7 @@ def only_inserted_lines(before: str, after: str) -> list[str]:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(source=st.one_of(modules(), mutated()))
 def test_rewrite_inserts_lines_into_code_that_parses_or_leaves_the_file_alone(source):
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        write_tree(root, {"app/models.py": MODELS, "app/code.py": ""})
-        target = root / "app" / "code.py"
-        target.write_text(source)
-        files = runner.discover([root])
-        options = runner.Options(settings=Settings(prefix="app"), rewrite=True, write=True, root=str(root),
-                                 attach_metadata=False)
-        result = runner.process_file(target, runner.build_index(files), options)
-        after = target.read_text()
+    (result,), after = rewrite_code(source)
     event(f"{result.status}, {'changed' if result.changed else 'unchanged'}")
 
     if result.status == "skipped":
