@@ -17,7 +17,7 @@ Options (keyword or URL query): ``maxlen``, ``max_bytes`` (default 64 MiB),
 Consumer side: a consumer group per service (``XREADGROUP``), created at the
 start of the stream so nothing published before the first subscribe is missed;
 ``ack`` is ``XACK``. Unacked entries are read again when the consumer reopens
-(its pending list) or after ``nack``.
+(its pending list) or after ``nack``: all of them, in order, before any new one.
 """
 
 from __future__ import annotations
@@ -194,16 +194,26 @@ class RedisSubscription:
                     raise RouterError(f"{url}: cannot create group {group!r} on {stream!r}: {exc}") from exc
             except self.redis.ConnectionError as exc:
                 raise RouterError(f"{url}: redis unreachable: {exc}") from exc
-        self._pending = True  # first read this consumer's unacked entries from an earlier run
+        #: Per stream, the id after which this consumer's unacked entries are read next; None once
+        #: they are all read again (first this consumer's entries from an earlier run).
+        self._pending_after: dict[str, str] | None = {s: "0" for s in self.streams}
 
     def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
-        """Return up to ``max_events`` entries, unacked ones of this consumer first."""
-        out: list[Delivery] = []
-        if self._pending:
-            self._pending = False
-            replies = self.client.xreadgroup(self.group, self.consumer, {s: "0" for s in self.streams},
+        """Return up to ``max_events`` entries: every unacked one of this consumer first, in order."""
+        while self._pending_after is not None:
+            replies = self.client.xreadgroup(self.group, self.consumer, dict(self._pending_after),
                                              count=max_events)
-            out.extend(self._deliveries(replies, redelivered=True))
+            read = False
+            for stream, entries in replies or []:
+                if entries:
+                    name = stream.decode() if isinstance(stream, bytes) else stream
+                    last = entries[-1][0]
+                    self._pending_after[name] = last.decode() if isinstance(last, bytes) else last
+                    read = True
+            if not read:
+                self._pending_after = None  # all read again: new entries from now on
+                break
+            out = self._deliveries(replies, redelivered=True)
             if out:
                 return out
         replies = self.client.xreadgroup(
@@ -232,7 +242,7 @@ class RedisSubscription:
         return out
 
     def _nack(self) -> None:
-        self._pending = True
+        self._pending_after = {s: "0" for s in self.streams}
 
     def close(self) -> None:
         """Close the connection; unacked entries stay in this consumer's pending list."""

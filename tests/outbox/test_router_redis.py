@@ -104,3 +104,38 @@ def test_the_routers_packed_xadd_is_byte_for_byte_redis_pys(maxlen):
         args += [name, value]
     serializer = PythonRespSerializer(buffer_cutoff=1 << 30, encode=lambda v: v.encode() if isinstance(v, str) else v)
     assert pack_event("orders", event, maxlen) == b"".join(serializer.pack(*args))
+
+
+def test_after_a_nack_every_unacked_entry_comes_again_in_order_before_new_ones():
+    """More entries pending than one receive returns: all are read again, in order, then new ones."""
+    require_module("redis", "redis")
+    import uuid
+
+    from outbox.routers import Destinations, open_router, open_subscription
+    from outbox.testing.conformance import make_event
+
+    url = service_url("redis")
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    router = open_router(url, destinations=Destinations(prefix=prefix))
+    subscription = open_subscription(url, group="g", destinations=[prefix + "order"])
+    try:
+        first = [make_event(key="k", data={"n": n}) for n in range(25)]
+        assert all(r.ok for r in router.publish(first))
+        taken = [d for _ in range(3) for d in subscription.receive(max_events=10, timeout=1)]
+        assert [d.envelope.id for d in taken] == [e.id for e in first]  # none acked
+        taken[3].nack()
+        later = [make_event(key="k", data={"n": n}) for n in range(25, 30)]
+        assert all(r.ok for r in router.publish(later))
+        again = []
+        while len(again) < 30:
+            batch = subscription.receive(max_events=10, timeout=1)
+            assert batch, f"only {len(again)} of 30 came"
+            again += batch
+        assert [d.envelope.id for d in again] == [e.id for e in first + later]
+        assert all(d.redelivered for d in again[:25]) and not any(d.redelivered for d in again[25:])
+    finally:
+        subscription.close()
+        router.close()
+        import redis
+
+        redis.Redis.from_url(url).delete(prefix + "order")
