@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -21,6 +20,7 @@ from sqlalchemy import text
 
 from outbox.relay import Relay, RelayOptions
 from outbox.routers import open_router
+from tests.outbox.plugin_helpers import write_distribution
 from tests.outbox.relay_helpers import emit_events, file_events, migrated_engine, pending_count
 
 SLOW_START = '''
@@ -59,17 +59,11 @@ class SlowRouter(FileRouter):
 @pytest.fixture(scope="module")
 def slow_start_path(tmp_path_factory):
     """A folder holding ``strangler_slow_start`` and its dist-info: dialect ``slowsqlite``, router ``slowfile``."""
-    site = tmp_path_factory.mktemp("site")
-    (site / "strangler_slow_start.py").write_text(textwrap.dedent(SLOW_START))
-    info = site / "strangler_slow_start-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: strangler-slow-start\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
+    return write_distribution(
+        tmp_path_factory.mktemp("site"), "strangler_slow_start", SLOW_START,
         "[sqlalchemy.dialects]\nslowsqlite = strangler_slow_start:SlowDialect\n"
-        "[strangler.routers]\nslowfile = strangler_slow_start:SlowRouter\n"
+        "[strangler.routers]\nslowfile = strangler_slow_start:SlowRouter\n",
     )
-    (info / "RECORD").write_text("")
-    return site
 
 
 def wait_for(path, process, timeout=60.0):

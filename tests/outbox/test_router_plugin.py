@@ -13,13 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from outbox.routers import available_schemes, open_router
 from outbox.testing.conformance import RouterConformance, make_event
+from tests.outbox.plugin_helpers import write_distribution
 from tests.outbox.relay_helpers import emit_events, migrated_engine, pending_count
 
 PLUGIN = '''
@@ -97,13 +97,8 @@ class MemoSubscription:
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory):
     """A folder holding the package ``strangler_memo`` and its dist-info with the entry point."""
-    site = tmp_path_factory.mktemp("site")
-    (site / "strangler_memo.py").write_text(textwrap.dedent(PLUGIN))
-    info = site / "strangler_memo-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: strangler-memo\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[strangler.routers]\nmemo = strangler_memo:MemoRouter\n")
-    (info / "RECORD").write_text("")
+    site = write_distribution(tmp_path_factory.mktemp("site"), "strangler_memo", PLUGIN,
+                              "[strangler.routers]\nmemo = strangler_memo:MemoRouter\n")
     sys.path.insert(0, str(site))
     yield site
     sys.path.remove(str(site))
