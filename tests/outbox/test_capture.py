@@ -14,15 +14,19 @@ from outbox.capture import capture_updates, stop_capturing
 from tests.outbox.models import Base, Customer, Order, Status
 
 
-@pytest.fixture
-def engine(sqlite_url):
-    engine = create_engine(sqlite_url)
-    # The create_all() way in: the outbox tables join a MetaData the app builds its schema from.
+def create_schema_with_outbox(engine, base) -> None:
+    """The create_all() way in: the outbox tables join a MetaData the app builds its schema from."""
     schema = MetaData()
-    for table in Base.metadata.tables.values():
+    for table in base.metadata.tables.values():
         table.to_metadata(schema)
     attach_to(schema)
     schema.create_all(engine)
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    engine = create_engine(sqlite_url)
+    create_schema_with_outbox(engine, Base)
     capture_updates(Order, prefix="shop")
     yield engine
     stop_capturing()
@@ -136,11 +140,7 @@ class Memo(_Base):
 
 def test_the_event_goes_to_the_aggregate_whose_rows_change_not_to_every_object_a_collection_touched(sqlite_url):
     engine = create_engine(sqlite_url)
-    schema = MetaData()
-    for table in _Base.metadata.tables.values():
-        table.to_metadata(schema)
-    attach_to(schema)
-    schema.create_all(engine)
+    create_schema_with_outbox(engine, _Base)
     capture_updates(_Base, prefix="bank")
     try:
         with Session(engine) as session:
