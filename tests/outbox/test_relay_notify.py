@@ -97,3 +97,34 @@ def test_a_notified_row_behind_its_keys_failed_row_waits_for_it(relay_running, t
     k2, _ = _emit_each_in_its_own_transaction(engine, ["k", "other"])  # notified while "k" is held back
     wait_until(lambda: pending_count(engine) == 0, timeout=10, what="everything published")
     assert [e.id for e in file_events(tmp_path / "events") if e.partitionkey == "k"] == [k1, k2]
+
+
+def test_the_notification_of_a_sealed_size_row_is_the_same_since_strangler_0004(postgresql_url):
+    """strangler_0004 strips base64's line breaks more cheaply; the relay must read the same text."""
+    import base64
+
+    import psycopg
+
+    from outbox import migrate
+
+    payload = bytes(range(256)) * 5  # 1,280 bytes: its base64 spans many 76-character lines
+    plain_url = postgresql_url.replace("postgresql+psycopg://", "postgresql://")
+    cfg = migrate.standalone_config(postgresql_url)
+    texts = {}
+    with psycopg.connect(plain_url, autocommit=True) as listener, psycopg.connect(plain_url) as writer:
+        for revision in ("strangler_0003", "strangler_0004"):
+            migrate.upgrade(cfg, revision)
+            listener.execute("LISTEN strangler_outbox")
+            writer.execute(
+                "INSERT INTO strangler_outbox (position, id, aggregatetype, aggregateid, type, payload, "
+                "\"timestamp\", source, content_type, lease_partition) VALUES "
+                "(%s, %s, 'order', 'k', 't', %s, '2026-01-01', '/s', 'application/octet-stream', 3)",
+                (len(texts) + 1, f"id-{revision}", payload))
+            writer.commit()
+            [note] = list(listener.notifies(timeout=5, stop_after=1))
+            listener.execute("UNLISTEN strangler_outbox")
+            texts[revision] = note.payload.replace(f"id-{revision}", "id").replace(f"[{len(texts) + 1},", "[n,")
+    assert texts["strangler_0003"] == texts["strangler_0004"]
+    [row] = json.loads(texts["strangler_0004"].replace("[n,", "[0,"))
+    assert base64.b64decode(row[5]) == payload
+    assert migrate.current_revision(postgresql_url) == migrate.head_revision() == "strangler_0004"
