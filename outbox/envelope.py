@@ -153,21 +153,23 @@ class Envelope:
     def from_columns(cls, id: str, source: str, type: str, aggregatetype: str, aggregateid: str,
                      timestamp: dt.datetime, payload: bytes | None, content_type: str,
                      tracingspancontext: str | None) -> "Envelope":
-        """Build the envelope of an outbox row from its columns (the relay's claim reads tuples)."""
+        """Build the envelope of an outbox row from its columns (the relay's claim reads tuples).
+
+        The relay builds one per row it publishes, so this skips the frozen
+        dataclass's ``__init__``, which sets the twelve fields one guarded call
+        at a time (a third of the cost), and fills them in one step; the checks
+        of ``__post_init__`` run as they do for any envelope.
+        """
         traceparent, tracestate = _split_span_context(tracingspancontext)
-        return cls(
-            id=id,
-            source=source,
-            type=type,
-            subject=aggregateid,
-            time=timestamp,
-            data=payload if isinstance(payload, bytes) else bytes(payload or b""),
-            datacontenttype=content_type,
-            aggregatetype=aggregatetype,
-            partitionkey=aggregateid,
-            traceparent=traceparent,
-            tracestate=tracestate,
-        )
+        envelope = object.__new__(cls)
+        object.__setattr__(envelope, "__dict__", {
+            "id": id, "source": source, "type": type, "subject": aggregateid, "time": timestamp,
+            "data": payload if isinstance(payload, bytes) else bytes(payload or b""),
+            "datacontenttype": content_type, "aggregatetype": aggregatetype, "partitionkey": aggregateid,
+            "traceparent": traceparent, "tracestate": tracestate, "specversion": SPECVERSION,
+        })
+        envelope.__post_init__()
+        return envelope
 
     def to_structured(self) -> dict[str, Any]:
         """Return the CloudEvents JSON event format of this event.

@@ -40,6 +40,25 @@ def test_an_envelope_from_a_row_carries_every_attribute(row):
     assert json.loads(event.data) == {"amount": "42.00"}
 
 
+def test_an_envelope_built_from_columns_is_the_one_the_constructor_builds():
+    """from_columns fills the fields in one step: it must set every field, and check as __init__ does."""
+    import dataclasses
+
+    time = dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
+    columns = Envelope.from_columns("e1", "/shop", "shop.x", "order", "7", time, memoryview(b"{}"),
+                                    "application/json", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01;k=v")
+    built = Envelope(id="e1", source="/shop", type="shop.x", subject="7", time=time, data=b"{}",
+                     aggregatetype="order", partitionkey="7",
+                     traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate="k=v")
+    assert columns == built and hash(columns) == hash(built) and repr(columns) == repr(built)
+    assert columns.attributes() == built.attributes()
+    assert set(vars(columns)) == {field.name for field in dataclasses.fields(Envelope)}  # none left to a default
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        columns.id = "other"
+    with pytest.raises(EnvelopeError, match="'type'"):
+        Envelope.from_columns("e1", "/shop", "", "order", "7", time, b"{}", "application/json", None)
+
+
 def test_the_cloudevents_sdk_reads_the_structured_form(row):
     from cloudevents.core.formats.json import JSONFormat
 
