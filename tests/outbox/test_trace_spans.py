@@ -220,17 +220,20 @@ def test_send_span_links_each_event_and_is_a_no_op_without_events():
     )
     from opentelemetry import trace
 
-    original = trace.get_tracer
-    trace.get_tracer = lambda name, *a, **k: provider.get_tracer(
-        name
-    )  # this test's provider, not the global one
+    original = trace.get_tracer, trace.get_tracer_provider
+    # This test's provider, not the global one.
+    trace.get_tracer = lambda name, *a, **k: provider.get_tracer(name)
+    trace.get_tracer_provider = lambda: provider
     try:
         with tracing.send_span([], system="redis") as nothing:
             assert nothing is None
         with tracing.send_span([envelope], system="redis", destination="order"):
             pass
+        trace.get_tracer_provider = trace.ProxyTracerProvider  # none set: the span is skipped, not built
+        with tracing.send_span([envelope], system="redis", destination="order") as skipped:
+            assert skipped is None
     finally:
-        trace.get_tracer = original
+        trace.get_tracer, trace.get_tracer_provider = original
     (span,) = exporter.get_finished_spans()
     assert [f"{link.context.span_id:016x}" for link in span.links] == ["b7ad6b7169203331"]
     assert (
