@@ -45,6 +45,8 @@ def test_drain_publishes_every_row_once_in_order_per_key_on_every_backend(databa
     assert first_seen_order(file_events(events_dir)) == sent
     assert pending_count(engine) == 0
     assert all(r.published_by for r in rows(engine))
+    emitted_at = {r.id: r.timestamp for r in rows(engine)}
+    assert {e.id: e.time for e in file_events(events_dir)} == emitted_at  # the same instant, in UTC
     engine.dispose()
 
 
