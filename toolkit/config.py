@@ -51,6 +51,10 @@ class RelayConfig:
     coalesce: float = _field(
         0.0, "seconds to wait after a NOTIFY wake-up so close commits share a batch (0 to poll_interval)"
     )
+    mark_interval: float = _field(
+        0.01, "while caught up with NOTIFY, mark published rows at most this often, in one statement, "
+        "in seconds (0 marks each batch at once; at most lease_seconds / 3)"
+    )
 
 
 @dataclasses.dataclass
@@ -197,6 +201,11 @@ def _check_bounds(config: "Config") -> None:
         raise ConfigError(
             f"relay.coalesce = {relay.coalesce}: expected a number of seconds from 0 (no wait) to "
             f"relay.poll_interval ({relay.poll_interval}) ({config.origin})"
+        )
+    if not (math.isfinite(relay.mark_interval) and 0 <= relay.mark_interval <= relay.lease_seconds / 3):
+        raise ConfigError(
+            f"relay.mark_interval = {relay.mark_interval}: expected a number of seconds from 0 (mark each batch at "
+            f"once) to a third of relay.lease_seconds ({relay.lease_seconds / 3:g}) ({config.origin})"
         )
     if not config.source or any(c.isspace() for c in config.source):
         raise ConfigError(f"source = {config.source!r}: expected a URI-reference such as '/shop' ({config.origin})")

@@ -86,9 +86,10 @@ def test_relay_settings_reach_the_relay(tmp_path):
 
     path = tmp_path / "strangler.toml"
     path.write_text('outbox_table = "shop_outbox"\n[relay]\nretry_base = 3\nretry_max = 90\n'
-                    'outage_max = 4\ncoalesce = 0.01\nbatch = 7\n')
+                    'outage_max = 4\ncoalesce = 0.01\nmark_interval = 0.05\nbatch = 7\n')
     options = relay_options(load_config(path, environ={}))
     assert (options.retry_base, options.retry_max, options.outage_max, options.coalesce) == (3.0, 90.0, 4.0, 0.01)
+    assert options.mark_interval == 0.05
     assert (options.batch, options.table_name) == (7, "shop_outbox")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -23,13 +24,21 @@ QUIET = dict(poll_interval=120, lease_seconds=120)
 
 
 class CountingRelay(Relay):
-    """Counts claim queries."""
+    """Counts claim queries and mark statements (with how many rows each marked)."""
 
     claims = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.marked_rows: list[int] = []
 
     def _claim(self, exclude):
         self.claims += 1
         return super()._claim(exclude)
+
+    def _mark(self, batch, results):
+        self.marked_rows.append(len(batch.rows))
+        return super()._mark(batch, results)
 
 
 @pytest.fixture
@@ -70,6 +79,48 @@ def test_a_caught_up_relay_publishes_notified_rows_in_commit_order_without_claim
     events = file_events(tmp_path / "events")
     assert [json.loads(e.data)["n"] for e in events] == [0, 1, 2, 3, 4]
     assert relay.claims == claims_before  # straight from the notifications
+
+
+def test_rows_published_from_notifications_are_marked_together_within_the_mark_interval(relay_running, tmp_path):
+    relay, engine = relay_running(mark_interval=0.5)
+    wait_until(lambda: relay.claims >= 1 and relay._claim_needed is False, timeout=5, what="the first claim")
+    marks_before, batches_before = len(relay.marked_rows), relay.stats.batches
+    for n in range(12):
+        _emit_each_in_its_own_transaction(engine, [f"k{n % 3}"])
+        time.sleep(0.01)  # each commit its own notification, its own published batch
+    wait_until(lambda: len(file_events(tmp_path / "events")) == 12, timeout=5, what="the notified rows to be sent")
+    wait_until(lambda: pending_count(engine) == 0, timeout=5, what="the gathered marks")
+    gathered, batches = relay.marked_rows[marks_before:], relay.stats.batches - batches_before
+    assert sum(gathered) == 12 and len(gathered) < batches  # fewer mark statements than published batches
+
+
+def test_with_mark_interval_0_each_notified_batch_is_marked_at_once(relay_running, tmp_path):
+    relay, engine = relay_running(mark_interval=0)
+    wait_until(lambda: relay.claims >= 1 and relay._claim_needed is False, timeout=5, what="the first claim")
+    marks_before = len(relay.marked_rows)
+    for n in range(5):
+        _emit_each_in_its_own_transaction(engine, [f"k{n}"])
+        wait_until(lambda: pending_count(engine) == 0, timeout=5, what="each row marked on its own")
+    assert relay.marked_rows[marks_before:] == [1] * 5
+
+
+def test_a_relay_stopped_within_the_mark_interval_marks_what_it_published(postgresql_url, tmp_path):
+    engine = migrated_engine(postgresql_url)
+    relay = CountingRelay(engine, open_router(f"file://{tmp_path}/events"),
+                          options=RelayOptions(**{**QUIET, "mark_interval": 30}))
+    runner = threading.Thread(target=relay.run)
+    runner.start()
+    try:
+        wait_until(lambda: relay._listening and relay.claims >= 1 and relay._claim_needed is False, timeout=10,
+                   what="the relay to listen")
+        _emit_each_in_its_own_transaction(engine, ["a", "b", "c"])
+        wait_until(lambda: len(file_events(tmp_path / "events")) == 3, timeout=5, what="the rows to be sent")
+        assert pending_count(engine) == 3  # sent, their mark still gathering
+    finally:
+        relay.stop()
+        runner.join(30)
+    assert pending_count(engine) == 0
+    engine.dispose()
 
 
 def test_a_notification_too_large_to_carry_its_row_still_wakes_a_claim(relay_running, tmp_path):

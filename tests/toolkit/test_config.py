@@ -71,6 +71,8 @@ def test_a_pyproject_without_the_section_is_not_a_config(tmp_path):
         ("[relay]\ncoalesce = -0.001\n", r"relay.coalesce = -0.001: expected a number of seconds from 0 \(no wait\) to"),
         ("[relay]\npoll_interval = 0.2\ncoalesce = 0.5\n",
          r"relay.coalesce = 0.5: .* to relay.poll_interval \(0.2\)"),
+        ("[relay]\nlease_seconds = 3\nmark_interval = 2\n",
+         r"relay.mark_interval = 2.0: expected a number of seconds from 0 .* to a third of relay.lease_seconds \(1\)"),
         ("[relay]\npoll_interval = 0\n", r"relay.poll_interval = 0.0: expected a number of seconds above 0"),
         ("[relay]\nlease_seconds = nan\n", r"relay.lease_seconds = nan: expected a number of seconds above 0"),
     ],

@@ -140,7 +140,8 @@ def relay_options(config):
     return RelayOptions(
         batch=relay.batch, max_attempts=relay.max_attempts, poll_interval=relay.poll_interval,
         lease_seconds=relay.lease_seconds, retry_base=relay.retry_base, retry_max=relay.retry_max,
-        outage_max=relay.outage_max, coalesce=relay.coalesce, table_name=config.outbox_table,
+        outage_max=relay.outage_max, coalesce=relay.coalesce, mark_interval=relay.mark_interval,
+        table_name=config.outbox_table,
     )
 
 
