@@ -12,7 +12,7 @@ cpu (default 2,000 events/s):
   sleep 10 ms when empty); CPU seconds of this process per event, side by side.
 
 Usage:
-  python bench/relay_latency.py latency [--rate 1000] [--seconds 10]
+  python bench/relay_latency.py latency [--rate 1000] [--seconds 10] [--writers 1]
   python bench/relay_latency.py cpu [--rate 2000] [--seconds 10]
 """
 
@@ -119,7 +119,7 @@ def publish_baseline(samples: int = 300) -> list[float]:
     return out
 
 
-def latency_writer(url: str, rate: int, seconds: float, ready, committed) -> None:
+def latency_writer(url: str, rate: float, seconds: float, ready, committed) -> None:
     """The monolith: one event per transaction, paced; reports (event id, commit returned at)."""
     engine = create_engine(url)
     ready.wait()
@@ -139,7 +139,7 @@ def latency_writer(url: str, rate: int, seconds: float, ready, committed) -> Non
     engine.dispose()
 
 
-def latency(url: str, rate: int, seconds: float) -> None:
+def latency(url: str, rate: int, seconds: float, writers: int = 1) -> None:
     engine = create_engine(url, pool_size=4)
     router = TimedRouter(open_router(REDIS, destinations=Destinations(prefix=f"benchlat{uuid.uuid4().hex[:6]}-")))
     relay = Relay(engine, router, options=RelayOptions(poll_interval=1.0, coalesce=COALESCE))
@@ -147,11 +147,19 @@ def latency(url: str, rate: int, seconds: float) -> None:
     runner.start()
     time.sleep(1)
     ready, queue = multiprocessing.Event(), multiprocessing.Queue()
-    writer = multiprocessing.Process(target=latency_writer, args=(url, rate, seconds, ready, queue))
-    writer.start()
+    # Several writer processes when one cannot commit `rate` single-event transactions a second alone.
+    processes = [multiprocessing.Process(target=latency_writer, args=(url, rate / writers, seconds, ready, queue))
+                 for _ in range(writers)]
+    for process in processes:
+        process.start()
     ready.set()
-    pairs, achieved = queue.get(timeout=seconds + 60)
-    writer.join()
+    pairs, achieved = [], 0.0
+    for _ in processes:
+        some, rate_of_one = queue.get(timeout=seconds + 60)
+        pairs.extend(some)
+        achieved += rate_of_one
+    for process in processes:
+        process.join()
     committed = dict(pairs)
     deadline = time.monotonic() + 30
     while len(router.acked) < len(committed) and time.monotonic() < deadline:
@@ -252,6 +260,7 @@ def main() -> None:
     parser.add_argument("mode", choices=["latency", "cpu"], nargs="?", default="latency")
     parser.add_argument("--rate", type=int)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--writers", type=int, default=1, help="latency: writer processes sharing --rate")
     args = parser.parse_args()
     admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     name = f"strangler_bench_{uuid.uuid4().hex[:8]}"
@@ -261,7 +270,7 @@ def main() -> None:
     try:
         outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
         if args.mode == "latency":
-            latency(url, args.rate or 1000, args.seconds)
+            latency(url, args.rate or 1000, args.seconds, args.writers)
         else:
             cpu(url, args.rate or 2000, args.seconds)
     finally:
