@@ -22,6 +22,8 @@
 * PostgreSQL: a trigger sends NOTIFY at the emitting commit and a listener
   wakes the relay; polling at ``poll_interval`` stays as the fallback.
   Elsewhere polling adapts: 10 ms after work, doubling to ``poll_interval``.
+  A caught-up relay publishes the rows the notifications carry, with no claim,
+  and marks them together every ``mark_interval`` rather than one per commit.
 * ``stop()`` (the CLI calls it on SIGTERM/SIGINT) lets the batch in flight
   finish publishing and be marked, then ``run`` returns.
 """
