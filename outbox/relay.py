@@ -322,7 +322,7 @@ class Relay:
                             break
                         self._pause(self._outage_delay(outage := outage + 1))
                         continue
-                batch = None
+                batch, notified = None, False
                 if prefetch is None and caught_up and not once and self._listening:
                     # Caught up with NOTIFY on: publish the rows the notifications carried, no claim.
                     batch = self._notified_batch(unmarked)
@@ -336,10 +336,7 @@ class Relay:
                         else:
                             continue
                     notified = batch is not None
-                else:
-                    notified = False
                 if batch is None:
-                    notified = False
                     if prefetch is None:
                         prefetch = claim()
                     batch, prefetch = self._result(prefetch), None
