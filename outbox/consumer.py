@@ -46,6 +46,7 @@ from . import tracing
 from .envelope import JOSE_CONTENT_TYPE, Envelope
 from .inbox import dead_letter_table, inbox_table
 from .routers import Delivery, Subscription, open_subscription
+from .signals import stop_on_signal
 
 log = logging.getLogger("outbox.consumer")
 
@@ -386,7 +387,7 @@ class Consumer:
             return {}
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda *_: self.stop())
+            previous[signum] = signal.signal(signum, stop_on_signal(self.stop))
         return previous
 
     # -- dead letters ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import click
@@ -106,7 +107,14 @@ class StopSignals:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
+        self.requested = True  # a plain assignment: safe in a handler
+        # The stop itself runs on a thread: called here, it could wait forever for a lock the
+        # interrupted main thread holds (outbox.signals says why). outbox.signals.stop_on_signal
+        # is not used so that installing these handlers imports nothing: they are in place
+        # before the command's slow imports.
+        threading.Thread(target=self._stop_attached, name="strangler-stop", daemon=True).start()
+
+    def _stop_attached(self) -> None:
         if self._relay is not None:
             self._relay.stop()
 

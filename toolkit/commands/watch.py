@@ -85,6 +85,7 @@ def command(
     from outbox.routers import RouterError
     from outbox.watch import JsonLines, PrometheusCounter, RulesError, Watch, Webhook, load_rules
     from outbox.watch.rules import GapRule, GroupRule
+    from outbox.signals import stop_on_signal
     from outbox.watch.run import run_watch
     from outbox.watch.sources import OutboxLedger, SourceError, group_lister
 
@@ -154,7 +155,7 @@ def command(
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         previous = {
-            s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)
+            s: signal.signal(s, stop_on_signal(stop.set)) for s in (signal.SIGTERM, signal.SIGINT)
         }
     else:
         previous = {}
