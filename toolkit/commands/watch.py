@@ -83,9 +83,9 @@ def command(
           --destination order --once --fail-on-alert
     """
     from outbox.routers import RouterError
+    from outbox.signals import stop_on_signal
     from outbox.watch import JsonLines, PrometheusCounter, RulesError, Watch, Webhook, load_rules
     from outbox.watch.rules import GapRule, GroupRule
-    from outbox.signals import stop_on_signal
     from outbox.watch.run import run_watch
     from outbox.watch.sources import OutboxLedger, SourceError, group_lister
 
