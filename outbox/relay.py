@@ -19,11 +19,13 @@
 * With a backlog, claiming the next batch overlaps publishing this one, and
   marking runs on a thread of its own: the caller's thread publishes, one
   worker claims (leaving out rows published and not yet marked), another marks.
-* PostgreSQL: a trigger sends NOTIFY at the emitting commit and a listener
-  wakes the relay; polling at ``poll_interval`` stays as the fallback.
-  Elsewhere polling adapts: 10 ms after work, doubling to ``poll_interval``.
-  A caught-up relay publishes the rows the notifications carry, with no claim,
-  and marks them together every ``mark_interval`` rather than one per commit.
+* PostgreSQL: a trigger sends NOTIFY at the emitting commit, carrying small
+  rows. The relay's thread waits on its LISTEN socket (``outbox.listener``)
+  and, caught up, publishes the rows a notification carries itself, with no
+  claim and no hand-over between threads; it marks them together every
+  ``mark_interval`` rather than one per commit. Polling at ``poll_interval``
+  stays as the fallback. Elsewhere polling adapts: 10 ms after work,
+  doubling to ``poll_interval``.
 * ``stop()`` (the CLI calls it on SIGTERM/SIGINT) lets the batch in flight
   finish publishing and be marked, then ``run`` returns.
 """
@@ -52,9 +54,11 @@ from sqlalchemy.engine import Engine
 from . import tracing
 from .envelope import Envelope
 from .leases import Leases, new_owner_id
+from .listener import Listener
 from .metrics import NullMetrics
 from .routers.base import HELD_BACK, PublishResult, Router
 from .table import DEFAULT_TABLE_NAME, get_outbox_table
+from .wakeup import Wakeup
 
 log = logging.getLogger("strangler.relay")
 
@@ -203,17 +207,17 @@ class Relay:
         #: Keys whose head row awaits a retry → when it may be tried again (monotonic seconds).
         self.blocked: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._next_refresh = 0.0
         self._last_turn = time.monotonic()
         self._db_ok = False
-        self._listener: threading.Thread | None = None
-        #: Rows carried by notifications, not yet published; guarded by _notify_lock.
+        #: The LISTEN connection (PostgreSQL with ``notify``), read by the thread that runs ``run``.
+        self._listener: Listener | None = None
+        self._listen_retry_at = 0.0
+        #: Rows carried by notifications, not yet published.
         self._notified: list[list] = []
-        self._notify_lock = threading.Lock()
         #: A notification without rows (too many or too large), or notifications missed: claim.
         self._claim_needed = False
-        self._listening = False
         #: Positions published lately, so a notification for a row a claim already sent is skipped.
         self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT)
         self._recent_set: set[int] = set()
@@ -225,6 +229,8 @@ class Relay:
         self._pg = engine.dialect.name == "postgresql"
         #: Statements built once: the claim's shapes, and the mark's.
         self._statements: dict = {}
+        #: The partitions notified rows may come from and their fences, as of the last refresh.
+        self._notify_scope: tuple[frozenset[int], dict[int, int]] = (frozenset(), {})
 
     # -- control ---------------------------------------------------------------------------
 
@@ -236,6 +242,10 @@ class Relay:
     def wake(self) -> None:
         """Claim now instead of at the next poll."""
         self._wake.set()
+
+    @property
+    def _listening(self) -> bool:
+        return self._listener is not None and self._listener.listening
 
     @property
     def stopping(self) -> bool:
@@ -305,9 +315,14 @@ class Relay:
 
         try:
             claims.submit(self._start).result()
-            self._start_listener()
+            if not once:
+                self._listener = self._new_listener()
             while not self._stop.is_set():
                 self._last_turn = time.monotonic()
+                if self._listener is not None and not self._listener.listening and (
+                    self._last_turn >= self._listen_retry_at
+                ):
+                    self._listen()
                 if gathered and self._last_turn >= gathered_until:
                     mark_gathered()
                 reap()
@@ -410,7 +425,7 @@ class Relay:
             reap(wait=True)
         finally:
             sys.setswitchinterval(interval)
-            self._stop.set()  # ends the LISTEN thread
+            self._stop.set()
             markers.submit(self._close_mark_connection)
             markers.shutdown(wait=True)
             try:
@@ -419,9 +434,8 @@ class Relay:
                 log.warning("could not release leases: %s", exc, extra={"relay": {"event": "release_failed"}})
             claims.shutdown(wait=True)
             if self._listener is not None:
-                self._listener.join(5)
+                self._listener.close()
                 self._listener = None
-            self._listening = False
             self._stop.clear()  # the next run relays
         return self.stats
 
@@ -442,6 +456,9 @@ class Relay:
             if taken:
                 self._load_blocked(conn, taken, now)
         state = self.leases.state
+        claimable = state.claimable()
+        # Read on every notified batch, changed only here: built once per refresh.
+        self._notify_scope = (frozenset(claimable), {p: state.held[p] for p in claimable})
         self._db_ok = True
         # Renew at a third of the lease; while short of a fair share, look again soon.
         share_short = len(state.held) < -(-64 // state.live_relays)
@@ -845,8 +862,6 @@ class Relay:
         self._stop.wait(seconds)
 
     def _idle(self, seconds: float) -> None:
-        if self._listener is not None and self._listener.is_alive():
-            seconds = self.options.poll_interval
         if self._wake.wait(seconds) and self.options.coalesce > 0:
             # Woken by a commit: let commits arriving within the next moment join this claim,
             # so a steady stream of small transactions costs one claim per few of them.
@@ -855,8 +870,13 @@ class Relay:
     # -- PostgreSQL LISTEN/NOTIFY ---------------------------------------------------------------
 
     def _wait_for_notification(self, seconds: float | None = None) -> bool:
-        """Wait for a notification up to ``seconds`` (``poll_interval``); True if one came (or ``stop()``)."""
-        if not self._wake.wait(self.options.poll_interval if seconds is None else seconds):
+        """Wait for a notification up to ``seconds`` (``poll_interval``); True if one came (or ``stop()``).
+
+        Waits on the LISTEN socket itself: what arrived is read by ``_notified_batch``.
+        """
+        listener = self._listener
+        watched = listener.fileno() if listener is not None and listener.listening else None
+        if not self._wake.wait(self.options.poll_interval if seconds is None else seconds, also=watched):
             return False
         if self.options.coalesce > 0:
             # Let notifications arriving within the next moment join this batch.
@@ -864,9 +884,9 @@ class Relay:
         return True
 
     def _drop_notified(self) -> None:
-        with self._notify_lock:
-            self._notified = []
-            self._claim_needed = False
+        self._read_notifications()  # what waits in the socket is of rows the claim reads too
+        self._notified = []
+        self._claim_needed = False
 
     def _remember_published(self, positions: list[int]) -> None:
         recent, members = self._recent, self._recent_set
@@ -885,14 +905,12 @@ class Relay:
         as a claim would.
         """
         self._wake.clear()
-        with self._notify_lock:
-            rows, self._notified = self._notified, []
-            if self._claim_needed:
-                self._claim_needed = False
-                return None
-        state = self.leases.state
-        partitions = set(state.claimable())
-        fences = {p: state.held[p] for p in partitions}
+        self._read_notifications()
+        rows, self._notified = self._notified, []
+        if self._claim_needed:
+            self._claim_needed = False
+            return None
+        partitions, fences = self._notify_scope
         out = []
         for (position, id_, aggregatetype, aggregateid, type_, payload, timestamp, span, source,
              content_type, partition) in rows:
@@ -910,50 +928,41 @@ class Relay:
         return _Batch(out, fences, time.monotonic())
 
     def _on_notification(self, payload: str) -> None:
-        """Keep the rows a notification carries (listener thread); an empty one asks for a claim."""
+        """Keep the rows a notification carries; an empty one asks for a claim."""
         rows = None
         if payload:
             try:
                 rows = json.loads(payload)
             except ValueError:
                 rows = None
-        with self._notify_lock:
-            if not rows or len(self._notified) + len(rows) > _MAX_NOTIFIED:
-                self._claim_needed = True
-                self._notified = []
-            else:
-                self._notified.extend(rows)
-        self._wake.set()
+        if not rows or len(self._notified) + len(rows) > _MAX_NOTIFIED:
+            self._claim_needed = True
+            self._notified = []
+        else:
+            self._notified.extend(rows)
 
-    def _start_listener(self) -> None:
+    def _read_notifications(self) -> None:
+        """Take what the LISTEN connection received, without blocking; a broken one means a claim."""
+        listener = self._listener
+        if listener is not None and listener.listening and not listener.read():
+            self._claim_needed = True  # notifications may be lost
+            self._listen_retry_at = 0.0  # connect again at the next turn
+
+    def _new_listener(self) -> Listener | None:
         if not self.options.notify or self.engine.dialect.name != "postgresql":
-            return
+            return None
         try:
-            import psycopg
+            import psycopg  # noqa: F401  (LISTEN needs psycopg 3; without it the relay polls)
         except ImportError:
+            return None
+        return Listener(self.engine.url, self.table.name, self._on_notification)
+
+    def _listen(self) -> None:
+        """Connect the LISTEN connection; on failure, poll and try again after ``poll_interval``."""
+        try:
+            self._listener.connect()
+        except Exception as exc:
+            self._listen_retry_at = time.monotonic() + self.options.poll_interval
+            log.warning("LISTEN failed, polling meanwhile: %s", exc, extra={"relay": {"event": "listen"}})
             return
-        url = self.engine.url.set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
-        channel = self.table.name
-        ready = threading.Event()
-
-        def listen() -> None:
-            while not self._stop.is_set():
-                try:
-                    with psycopg.connect(conninfo, autocommit=True) as conn:
-                        conn.execute(f'LISTEN "{channel}"')
-                        self._listening = True
-                        ready.set()
-                        self._on_notification("")  # rows may have arrived while we were not listening
-                        while not self._stop.is_set():
-                            for notification in conn.notifies(timeout=0.5):
-                                self._on_notification(notification.payload)
-                except Exception as exc:
-                    self._listening = False
-                    ready.set()
-                    log.warning("LISTEN failed, polling meanwhile: %s", exc, extra={"relay": {"event": "listen"}})
-                    self._stop.wait(self.options.poll_interval)
-
-        self._listener = threading.Thread(target=listen, name="strangler-relay-listen", daemon=True)
-        self._listener.start()
-        ready.wait(5)
+        self._on_notification("")  # rows may have committed while nobody listened: claim them

@@ -123,6 +123,27 @@ def test_a_relay_stopped_within_the_mark_interval_marks_what_it_published(postgr
     engine.dispose()
 
 
+def test_a_relay_whose_listen_connection_is_killed_connects_again_and_loses_nothing(relay_running, tmp_path):
+    from sqlalchemy import text
+
+    relay, engine = relay_running()
+    wait_until(lambda: relay.claims >= 1 and relay._claim_needed is False, timeout=5, what="the first claim")
+    with engine.connect() as conn:
+        killed = conn.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+        )).scalars().all()
+    assert killed == [True]
+    _emit_each_in_its_own_transaction(engine, ["a", "b"])  # committed while nobody may be listening
+    wait_until(lambda: pending_count(engine) == 0, timeout=10, what="the rows of the gap to be published")
+    wait_until(lambda: relay._listening and relay._claim_needed is False, timeout=10, what="LISTEN again")
+    claims_before = relay.claims
+    _emit_each_in_its_own_transaction(engine, ["a", "c"])
+    wait_until(lambda: pending_count(engine) == 0, timeout=5, what="the rows after the gap")
+    assert [json.loads(e.data)["n"] for e in file_events(tmp_path / "events")] == [0, 1, 0, 1]
+    assert relay.claims == claims_before  # notified again, no claim needed
+
+
 def test_a_notification_too_large_to_carry_its_row_still_wakes_a_claim(relay_running, tmp_path):
     relay, engine = relay_running()
     claims_before = relay.claims

@@ -1,0 +1,52 @@
+"""The relay's wake-up flag: threading.Event's calls, and a wait that also watches a socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from outbox.wakeup import READABLE, Wakeup
+
+
+def test_wait_times_out_with_false_while_the_flag_is_down():
+    wakeup = Wakeup()
+    started = time.monotonic()
+    assert wakeup.wait(0.05) is False
+    assert time.monotonic() - started >= 0.04
+
+
+def test_a_raised_flag_stays_raised_until_cleared():
+    wakeup = Wakeup()
+    wakeup.set()
+    assert wakeup.wait(0) is True and wakeup.wait(0) is True and wakeup.is_set()
+    wakeup.clear()
+    assert wakeup.wait(0) is False and not wakeup.is_set()
+
+
+def test_set_from_another_thread_ends_a_wait_at_once():
+    wakeup = Wakeup()
+    threading.Timer(0.05, wakeup.set).start()
+    started = time.monotonic()
+    assert wakeup.wait(10) is True
+    assert time.monotonic() - started < 5
+
+
+def test_a_readable_socket_ends_a_wait_without_raising_the_flag():
+    wakeup = Wakeup()
+    left, right = socket.socketpair()
+    with left, right:
+        assert wakeup.wait(0.01, also=left) is False
+        right.send(b"x")
+        assert wakeup.wait(10, also=left) == READABLE
+        assert not wakeup.is_set()
+        wakeup.set()
+        assert wakeup.wait(10, also=left) is True  # the flag first
+
+
+def test_a_set_whose_byte_outlives_a_clear_still_counts():
+    """set() raising the flag just before a clear() lowers it, its byte sent just after: not lost."""
+    wakeup = Wakeup()
+    wakeup.clear()
+    wakeup._writer.send(b"\0")  # the byte of a set() that raced with the clear()
+    assert wakeup.wait(10) is True and wakeup.is_set()
