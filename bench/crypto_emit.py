@@ -1,15 +1,18 @@
 """Cost of emit-time signing and encryption in a single-row PostgreSQL business transaction.
 
-Variants, interleaved in rounds so drift on the machine hits all alike:
+Variants, interleaved one transaction at a time (the order turning each cycle) so that drift
+on the machine, which moves a transaction's time by more than sealing costs, hits all alike:
   plain      add an order, commit
   emit       add an order, emit(...), commit                      (no sealer)
   sealed     the same with the Sealer, content-key window on (1000 events / 60 s)
   sealed_w0  the same with a new content key per event (window 0)
 Two readers (billing, shipping) per event, P-256, as the walkthrough's policy has.
+Each transaction is timed on its own; a variant's cost is the median of its transactions.
+The difference sealed - emit is also given for each fifth of the run, to show its spread.
 Also prints the sealer's own per-event cost, measured alone, at window 1000 and 0.
 
 Usage:
-  python bench/crypto_emit.py [--db URL] [--seconds 3] [--rounds 5]
+  python bench/crypto_emit.py [--db URL] [--transactions 3000]
 Without --db it creates a throw-away PostgreSQL database at 127.0.0.1:5432 and drops it after.
 """
 
@@ -39,14 +42,13 @@ from emit_overhead import Base, plain, with_emit  # noqa: E402  (bench/ is the s
 POLICY = {"readers": {"shop.order.*": ["billing", "shipping"]}, "trust": {"billing": ["shop"]}}
 
 
-def rate(fn, engine, seconds, sealer):
+def timed(fn, engine, sealer) -> float:
+    """Seconds of one business transaction, with ``sealer`` configured (None: no encryption)."""
     settings.configure(sealer=sealer) if sealer is not None else settings.reset()
     outbox.configure(source="/shop")
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        fn(engine)
-        count += 1
-    return count / elapsed
+    start = time.perf_counter()
+    fn(engine)
+    return time.perf_counter() - start
 
 
 def keys() -> Path:
@@ -67,7 +69,7 @@ def seal_cost(sealer, n=3000) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def run(url, seconds, rounds):
+def run(url, transactions):
     outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
     engine = create_engine(url)
     Base.metadata.create_all(engine)
@@ -79,22 +81,31 @@ def run(url, seconds, rounds):
         "plain": (plain, None), "emit": (with_emit, None),
         "sealed": (with_emit, windowed), "sealed_w0": (with_emit, per_event),
     }
-    for fn, sealer in variants.values():
-        rate(fn, engine, 0.3, sealer)
-    results = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, (fn, sealer) in variants.items():
-            results[name].append(rate(fn, engine, seconds, sealer))
+    names = list(variants)
+    for name in names:  # warm up connections, statement caches and the content keys
+        for _ in range(50):
+            timed(variants[name][0], engine, variants[name][1])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for cycle in range(transactions):
+        for k in range(len(names)):
+            name = names[(cycle + k) % len(names)]
+            fn, sealer = variants[name]
+            times[name].append(timed(fn, engine, sealer))
     engine.dispose()
-    med = {name: statistics.median(v) for name, v in results.items()}
-    us = {name: 1e6 / r for name, r in med.items()}
-    print(f"{engine.dialect.name}: transactions/s (median of {rounds} rounds of {seconds}s)")
-    for name in variants:
-        print(f"  {name:10s} {med[name]:8.0f}/s  {us[name]:7.0f} µs/txn")
+    us = {name: statistics.median(values) * 1e6 for name, values in times.items()}
+    print(f"{engine.dialect.name}: {transactions} transactions per variant, interleaved one at a time")
+    for name in names:
+        print(f"  {name:10s} median {us[name]:7.0f} µs/txn ({1e6 / us[name]:.0f}/s)")
     for name in ("sealed", "sealed_w0"):
         extra = us[name] - us["emit"]
+        fifths = []
+        for part in range(5):
+            window = slice(part * transactions // 5, (part + 1) * transactions // 5)
+            fifths.append((statistics.median(times[name][window]) - statistics.median(times["emit"][window]))
+                          / statistics.median(times["emit"][window]) * 100)
         print(f"  {name}: sign+encrypt adds {extra:.0f} µs = {extra / us['plain'] * 100:.1f}% of the plain "
-              f"transaction, {extra / us['emit'] * 100:.1f}% of the transaction with emit")
+              f"transaction, {extra / us['emit'] * 100:.1f}% of the transaction with emit "
+              f"(each fifth of the run: {', '.join(f'{f:.1f}%' for f in fifths)})")
     print(f"  sealer alone: window 1000: {seal_cost(windowed):.0f} µs/event; "
           f"window 0: {seal_cost(per_event, 500):.0f} µs/event (2 recipients)")
 
@@ -102,11 +113,10 @@ def run(url, seconds, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db")
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--transactions", type=int, default=3000, help="per variant (default 3000)")
     args = parser.parse_args()
     if args.db:
-        run(args.db, args.seconds, args.rounds)
+        run(args.db, args.transactions)
         return
     import psycopg
 
@@ -114,7 +124,7 @@ def main():
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     try:
-        run(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", args.seconds, args.rounds)
+        run(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", args.transactions)
     finally:
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -7,8 +7,8 @@ protected header), then encrypted as a JWE in General JSON serialization
 policy lets read the type), with the JWE ``aad`` binding ``id``, ``type``,
 ``source`` and ``subject``.
 
-Needs the ``crypto`` extra (``joserfc`` and ``cryptography``); the rest of
-``outbox`` imports without it.
+Needs the ``crypto`` extra (``joserfc``, ``cryptography``, and ``pynacl`` for
+libsodium's Ed25519 signing at emit); the rest of ``outbox`` imports without it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 try:
     import cryptography  # noqa: F401
     import joserfc  # noqa: F401
+    import nacl  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         f"outbox.crypto needs the 'crypto' extra ({exc.name} is missing): pip install 'strangler[crypto]'"

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwe import GeneralJSONEncryption, JWERegistry
 
 from ..envelope import JOSE_CONTENT_TYPE, JSON_CONTENT_TYPE, Envelope
+from . import ed25519
 from .keys import ENC_ALG, SIG_ALG, KeyFileError, KeyInfo, KeyRing
 from .policy import Policy, PolicyError, load_policy
 
@@ -139,10 +140,10 @@ class Sealer:
         """Build a sealer from a keys folder and a policy file."""
         return cls(KeyRing.load(keys_dir), load_policy(policy), **options)
 
-    def _load_signer(self) -> tuple[str, object, str]:
+    def _load_signer(self) -> tuple[str, Callable[[bytes], bytes], str]:
         info = self.keyring.signing_key(self.producer)
         header = {"alg": SIG_ALG, "kid": info.kid}
-        return info.kid, info.private.private_key, json.dumps(header, separators=(",", ":"))[:-1]
+        return info.kid, ed25519.signer(info.private.private_key), json.dumps(header, separators=(",", ":"))[:-1]
 
     def _maybe_reload(self) -> None:
         # Rotation: a key added or retired in the folder is picked up within reload_seconds.
@@ -176,11 +177,11 @@ class Sealer:
 
     def sign(self, attributes: Mapping[str, str], plaintext: bytes) -> bytes:
         """Return the compact JWS of ``plaintext``, the signed CloudEvent attributes in its header."""
-        kid, private_key, header_prefix = self._signer
+        kid, sign, header_prefix = self._signer
         ce = {name: attributes.get(name, "") for name in SIGNED_ATTRIBUTES}
         header = header_prefix + ',"ce":' + json.dumps(ce, separators=(",", ":")) + "}"
         signing_input = b64(header.encode()) + "." + b64(plaintext)
-        signature = private_key.sign(signing_input.encode("ascii"))
+        signature = sign(signing_input.encode("ascii"))
         return (signing_input + "." + b64(signature)).encode("ascii")
 
     def encrypt(self, attributes: Mapping[str, str], plaintext: bytes, readers: tuple[str, ...]) -> bytes:

@@ -325,3 +325,17 @@ def test_readers_union_over_matching_patterns_and_readers_beat_plaintext(tmp_pat
     assert policy.readers_for("shop.order.created") == ("billing",)
     assert not policy.plaintext_allowed("shop.order.paid")
     assert policy.plaintext_allowed("shop.heartbeat")
+
+
+def test_libsodium_signs_exactly_as_cryptography_does_and_cryptography_verifies_it():
+    """Ed25519 is deterministic: the emit-time signer (libsodium) makes cryptography's signature."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from outbox.crypto import ed25519
+
+    for size in (0, 1, 300, 5000):
+        key = Ed25519PrivateKey.generate()
+        message = os.urandom(size)
+        signature = ed25519.signer(key)(message)
+        assert signature == key.sign(message)
+        key.public_key().verify(signature, message)  # raises if it does not verify
