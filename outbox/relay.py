@@ -323,8 +323,6 @@ class Relay:
                     self._last_turn >= self._listen_retry_at
                 ):
                     self._listen()
-                if gathered and self._last_turn >= gathered_until:
-                    mark_gathered()
                 reap()
                 if time.monotonic() >= self._next_refresh:
                     if prefetch is not None:  # a claim made before the refresh may hold released partitions
@@ -343,6 +341,8 @@ class Relay:
                     batch = self._notified_batch(unmarked)
                     if batch is not None and not batch.rows:
                         self._report_gauges(None)
+                        if gathered and time.monotonic() >= gathered_until:
+                            mark_gathered()
                         if gathered:  # wake up to mark them, or sooner for a notification
                             self._wait_for_notification(max(0.0, gathered_until - time.monotonic()))
                             continue
@@ -401,6 +401,8 @@ class Relay:
                     # Marks slower than publishing: wait for the oldest rather than let the rows
                     # published and not yet marked (which every claim must skip) pile up.
                     reap(wait=True, keep=_MAX_MARKS_IN_FLIGHT)
+                if gathered and time.monotonic() >= gathered_until:
+                    mark_gathered()  # after the publish: a due mark never delays a notified row
                 self._report_gauges(batch)
                 if any(not result.ok for result in results.values()):
                     caught_up = False  # a key may hold rows back: only a claim knows which
