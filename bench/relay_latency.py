@@ -5,7 +5,10 @@ latency (default 1,000 events/s for --seconds):
   on) publishes to Redis; each event's latency is from its commit returning in the writer to
   the router's ack in the relay (both on CLOCK_MONOTONIC).
   Baselines measured in the same run: the NOTIFY wake-up alone (a NOTIFY committed by another
-  process → a LISTEN connection receives it) and one batch publish (XADD of one event, acked).
+  process → a LISTEN connection receives it, one per event interval) and one batch publish (XADD
+  of one event, acked), both at the run's pace (one per 1/rate s, as the relay publishes them)
+  and back to back; and the two composed with nothing between (the thread that reads the LISTEN
+  socket publishes at once), the least any relay could do.
 cpu (default 2,000 events/s):
   a writer process commits 10 events per transaction, paced; this process relays them to Redis,
   first with outbox.relay.Relay, then with a naive serial loop (SELECT batch, publish, UPDATE,
@@ -76,18 +79,21 @@ class TimedRouter:
         self.inner.close()
 
 
-def _notify_sender(conninfo: str, samples: int, sent) -> None:
+def _notify_sender(conninfo: str, samples: int, gap: float, sent) -> None:
     import psycopg
 
     with psycopg.connect(conninfo, autocommit=True) as writer:
         for _ in range(samples):
             writer.execute("NOTIFY bench_wake")
             sent.put(time.perf_counter())  # CLOCK_MONOTONIC: comparable across processes
-            time.sleep(0.002)
+            time.sleep(gap)
 
 
-def notify_baseline(url: str, samples: int = 300) -> list[float]:
-    """NOTIFY wake-up: from the sender's commit returning (another process) to the listener receiving it."""
+def notify_baseline(url: str, samples: int = 300, gap: float = 0.001) -> list[float]:
+    """NOTIFY wake-up: from the sender's commit returning (another process) to the listener receiving it.
+
+    One NOTIFY every ``gap`` seconds: the pace of the events in the run.
+    """
     import psycopg
 
     conninfo = create_engine(url).url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -95,7 +101,7 @@ def notify_baseline(url: str, samples: int = 300) -> list[float]:
     sent = multiprocessing.Queue()
     with psycopg.connect(conninfo, autocommit=True) as listener:
         listener.execute('LISTEN "bench_wake"')
-        sender = multiprocessing.Process(target=_notify_sender, args=(conninfo, samples, sent))
+        sender = multiprocessing.Process(target=_notify_sender, args=(conninfo, samples, gap, sent))
         sender.start()
         received = []
         for _ in listener.notifies(timeout=samples * 0.01 + 10, stop_after=samples):
@@ -106,12 +112,52 @@ def notify_baseline(url: str, samples: int = 300) -> list[float]:
     return out
 
 
-def publish_baseline(samples: int = 300) -> list[float]:
+def floor_baseline(url: str, samples: int = 300, gap: float = 0.001) -> list[float]:
+    """Wake-up and publish composed, with nothing between: the least any relay could do.
+
+    Another process commits a NOTIFY every ``gap`` seconds; the thread that reads
+    the LISTEN socket publishes one event at once (no claim, no hand-off, no
+    bookkeeping). Latency from the sender's commit returning to the router's ack.
+    """
+    import select
+
+    import psycopg
+
+    conninfo = create_engine(url).url.set(drivername="postgresql").render_as_string(hide_password=False)
+    router = open_router(REDIS, destinations=Destinations(prefix="benchlat-"))
+    event = Envelope(id=str(uuid.uuid4()), source="/b", type="shop.order.created", subject="1",
+                     time=dt.datetime.now(dt.timezone.utc), data=b"{}", aggregatetype="order", partitionkey="1")
+    acked = []
+    sent = multiprocessing.Queue()
+    with psycopg.connect(conninfo, autocommit=True) as listener:
+        listener.execute('LISTEN "bench_wake"')
+        pgconn = listener.pgconn
+        sender = multiprocessing.Process(target=_notify_sender, args=(conninfo, samples, gap, sent))
+        sender.start()
+        while len(acked) < samples and select.select([pgconn.socket], [], [], 10)[0]:
+            pgconn.consume_input()
+            while pgconn.notifies() is not None:
+                router.publish([event])
+                acked.append(time.perf_counter())
+        sender.join()
+    router.close()
+    return [at - sent.get(timeout=5) for at in acked]
+
+
+def publish_baseline(samples: int = 300, gap: float = 0.0) -> list[float]:
+    """One batch publish: XADD of one event, acked; back to back, or one every ``gap`` seconds.
+
+    Back to back, Redis and this process never go idle between two calls. At
+    the pace of the run (one event a millisecond at 1,000/s) each publish
+    starts from idle, as the relay's do: a round trip that costs more.
+    """
     router = open_router(REDIS, destinations=Destinations(prefix="benchlat-"))
     event = Envelope(id=str(uuid.uuid4()), source="/b", type="shop.order.created", subject="1",
                      time=dt.datetime.now(dt.timezone.utc), data=b"{}", aggregatetype="order", partitionkey="1")
     out = []
     for _ in range(samples):
+        if gap:
+            time.sleep(gap)
         started = time.perf_counter()
         router.publish([event])
         out.append(time.perf_counter() - started)
@@ -168,13 +214,18 @@ def latency(url: str, rate: int, seconds: float, writers: int = 1) -> None:
     runner.join(30)
     router.close()
     lat = [router.acked[i] - c for i, c in committed.items() if i in router.acked]
-    wake = notify_baseline(url)
-    pub = publish_baseline()
+    gap = 1.0 / rate
+    wake = statistics.median(notify_baseline(url, gap=gap))
+    back_to_back = statistics.median(publish_baseline())
+    paced = statistics.median(publish_baseline(gap=gap))
+    floor = statistics.median(floor_baseline(url, gap=gap))
     print(f"rate asked {rate}/s, achieved {achieved:.0f}/s, events {len(committed)}, published {len(lat)}")
-    print(f"commit→publish  p50 {statistics.median(lat) * 1e3:.2f} ms  p99 {pct(lat, 0.99) * 1e3:.2f} ms  "
+    print(f"commit→publish  p50 {statistics.median(lat) * 1e3:.3f} ms  p99 {pct(lat, 0.99) * 1e3:.2f} ms  "
           f"max {max(lat) * 1e3:.2f} ms")
-    print(f"NOTIFY wake-up  p50 {statistics.median(wake) * 1e3:.2f} ms; one batch publish p50 "
-          f"{statistics.median(pub) * 1e3:.2f} ms; sum {(statistics.median(wake) + statistics.median(pub)) * 1e3:.2f} ms")
+    print(f"NOTIFY wake-up p50 {wake * 1e3:.3f} ms (one every {gap * 1e3:.1f} ms)")
+    print(f"one batch publish p50: at the run's pace {paced * 1e3:.3f} ms (sum with wake-up {(wake + paced) * 1e3:.3f} ms); "
+          f"back to back {back_to_back * 1e3:.3f} ms (sum {(wake + back_to_back) * 1e3:.3f} ms)")
+    print(f"the two composed, nothing between (LISTEN socket read → publish in one thread) p50 {floor * 1e3:.3f} ms")
     print(f"load average {os.getloadavg()[0]:.2f}")
     engine.dispose()
 
