@@ -169,6 +169,26 @@ def _int_array_text(values: Sequence[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
+def _fetch_binary(conn) -> None:
+    """Have psycopg fetch this connection's results in PostgreSQL's binary format.
+
+    In the default text format a ``bytea`` arrives as hex, twice its size, and is
+    decoded back: for a sealed event's 1.4 KB JWE, 6.5 µs more per row of a claim
+    than in binary, where the bytes come as they are. The Python values are the
+    same either way. Only the claim connection, which is never pooled, does this.
+    """
+    import psycopg
+
+    class BinaryCursor(psycopg.Cursor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.format = psycopg.pq.Format.BINARY
+
+    driver = conn.connection.driver_connection
+    if isinstance(driver, psycopg.Connection):
+        driver.cursor_factory = BinaryCursor
+
+
 def _merged(parts: Sequence[tuple[_Batch, dict[int, PublishResult]]]) -> tuple[_Batch, dict[int, PublishResult]]:
     """One batch and its results out of several published under the same fences, in publish order."""
     if len(parts) == 1:
@@ -577,6 +597,7 @@ class Relay:
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             if self._pg:
                 conn.exec_driver_sql("SET enable_sort = off")  # the connection is discarded, not pooled
+                _fetch_binary(conn)
             self._claim_conn = conn
         try:
             return self._claim_conn.execute(query, params).all()

@@ -199,6 +199,30 @@ def test_a_postgresql_claim_reads_the_claim_index_in_order_on_an_outbox_never_an
     engine.dispose()
 
 
+def test_a_postgresql_claim_fetches_binary_and_reads_every_byte_as_written(postgresql_url, events_dir):
+    """Binary results: a bytea arrives as it is, not as hex twice its size; the values must not change."""
+    import psycopg
+
+    engine = migrated_engine(postgresql_url)
+    payload = bytes(range(256)) * 6  # every byte value, a sealed event's size
+    now = dt.datetime.now(dt.UTC).replace(microsecond=123456)
+    with engine.begin() as conn:
+        conn.execute(insert(outbox), [dict(
+            id="e1", aggregatetype="order", aggregateid="k1", type="shop.order.changed", payload=payload,
+            timestamp=now, tracingspancontext="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            source="/t", content_type="application/octet-stream", lease_partition=partition_for("order", "k1"),
+            attempts=0,
+        )])
+    relay = Relay(engine, open_router(f"file://{events_dir}"))
+    relay._start()
+    [row] = relay._claim(()).rows
+    assert relay._claim_conn.connection.driver_connection.cursor().format == psycopg.pq.Format.BINARY
+    assert (row.envelope.data, row.envelope.time, row.envelope.traceparent, row.partition, row.attempts) == (
+        payload, now, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", partition_for("order", "k1"), 0)
+    relay._close_claim_connection()
+    engine.dispose()
+
+
 @pytest.mark.parametrize("outbox_analyzed", [True, False], ids=["outbox-analyzed", "outbox-never-analyzed"])
 def test_a_postgresql_mark_reads_its_rows_by_primary_key_whatever_the_statistics(
     postgresql_url, events_dir, outbox_analyzed
