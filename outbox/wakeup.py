@@ -57,17 +57,17 @@ class Wakeup:
         """
         if self._flag:
             return True
-        watched = [self._reader] if also is None else [self._reader, also]
-        ready, _, _ = select.select(watched, [], [], max(timeout, 0.0))
-        if self._reader in ready:
+        ready = _readable([self._reader.fileno()] if also is None else [self._reader.fileno(), _fileno(also)], timeout)
+        if self._reader.fileno() in ready:
             # A byte without the flag: a set() whose byte outlived a clear(); it counts as raised.
             self._flag = True
             return True
         return READABLE if ready else False
 
     def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
+        for end in (getattr(self, "_reader", None), getattr(self, "_writer", None)):
+            if end is not None:
+                end.close()
 
     __del__ = close  # the pair lives as long as its owner, which has no close of its own
 
@@ -77,3 +77,21 @@ class Wakeup:
                 pass
         except OSError:  # nothing left (BlockingIOError)
             pass
+
+
+def _fileno(source) -> int:
+    return source if isinstance(source, int) else source.fileno()
+
+
+def _readable(fds: list[int], timeout: float) -> list[int]:
+    """The fds of ``fds`` readable within ``timeout`` seconds.
+
+    ``poll`` where there is one: ``select`` refuses descriptors past 1,024, which
+    a relay run inside a busy process may well hold.
+    """
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        return [fd for fd, _ in poller.poll(max(timeout, 0.0) * 1000)]
+    return select.select(fds, [], [], max(timeout, 0.0))[0]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import threading
 import time
+
+import pytest
 
 from outbox.wakeup import READABLE, Wakeup
 
@@ -50,3 +54,21 @@ def test_a_set_whose_byte_outlives_a_clear_still_counts():
     wakeup.clear()
     wakeup._writer.send(b"\0")  # the byte of a set() that raced with the clear()
     assert wakeup.wait(10) is True and wakeup.is_set()
+
+
+def test_descriptors_past_1024_are_waited_on_too():
+    """select() refuses them; a relay run inside a busy process may well hold that many files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the open-files limit ({soft}) is below what this test needs")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        wakeup = Wakeup()
+        assert wakeup._reader.fileno() > 1024
+        assert wakeup.wait(0.01) is False
+        wakeup.set()
+        assert wakeup.wait(1) is True
+        wakeup.close()
+    finally:
+        for fd in held:
+            os.close(fd)
