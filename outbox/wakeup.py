@@ -6,7 +6,7 @@ connection, and a word from another thread (``stop()`` on SIGTERM, ``wake()``).
 be read by a thread of their own and handed over: the waiting thread woke, and
 then waited again for the interpreter lock the reader still held, two thread
 switches between a commit and its publish. Here the flag also writes a byte to
-a socket pair, so one ``select`` waits for both and the thread that reads the
+a socket pair, so one ``poll`` waits for both and the thread that reads the
 notification is the one that publishes it.
 """
 
