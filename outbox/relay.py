@@ -177,7 +177,10 @@ def _fetch_binary(conn) -> None:
     than in binary, where the bytes come as they are. The Python values are the
     same either way. Only the claim connection, which is never pooled, does this.
     """
-    import psycopg
+    try:
+        import psycopg
+    except ImportError:  # another driver (psycopg2): text results, as before
+        return
 
     class BinaryCursor(psycopg.Cursor):
         def __init__(self, *args, **kwargs):
