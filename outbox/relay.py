@@ -192,6 +192,17 @@ def _fetch_binary(conn) -> None:
         driver.cursor_factory = BinaryCursor
 
 
+def _discard(conn) -> None:
+    """Close a claim or mark connection for good: its session settings never reach the pool."""
+    if conn is None:
+        return
+    try:
+        conn.invalidate()
+        conn.close()
+    except Exception:  # already broken; the pool discards it
+        pass
+
+
 def _merged(parts: Sequence[tuple[_Batch, dict[int, PublishResult]]]) -> tuple[_Batch, dict[int, PublishResult]]:
     """One batch and its results out of several published under the same fences, in publish order."""
     if len(parts) == 1:
@@ -610,12 +621,7 @@ class Relay:
 
     def _close_claim_connection(self) -> None:
         conn, self._claim_conn = self._claim_conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()  # its session settings never reach the pool
-                conn.close()
-            except Exception:  # already broken; the pool discards it
-                pass
+        _discard(conn)
 
     def _mark(self, batch: _Batch, results: dict[int, PublishResult]) -> None:
         """Write the outcome of a published batch: published rows, failed rows, dead rows."""
@@ -734,12 +740,7 @@ class Relay:
 
     def _close_mark_connection(self) -> None:
         conn, self._mark_conn = self._mark_conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()  # its session settings never reach the pool
-                conn.close()
-            except Exception:
-                pass
+        _discard(conn)
 
     def _mark_statement(self):
         """``UPDATE … SET published_at WHERE position IN (…) AND published_at IS NULL``, built once."""
