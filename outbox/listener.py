@@ -39,7 +39,7 @@ class Listener:
 
     def connect(self) -> None:
         """Open the connection and LISTEN; raises when the database cannot be reached."""
-        import psycopg  # the psycopg driver is what PostgreSQL relays use; others never come here
+        import psycopg  # psycopg 3, whatever the engine's driver: the relay builds a Listener only if it imports
 
         self.close()
         conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
