@@ -6,8 +6,10 @@ Three variants, interleaved in rounds so drift on the machine hits all alike:
   extra_insert add an order, add a second small row (the cost floor of any outbox), commit
 
 Usage:
-  python bench/emit_overhead.py [--db URL] [--seconds 3] [--rounds 5]
+  python bench/emit_overhead.py [--db URL] [--seconds 3] [--rounds 5] [--revision REV]
 Without --db it runs on a temporary SQLite file and on PostgreSQL at 127.0.0.1:5432 when reachable.
+--revision migrates the outbox only that far (e.g. strangler_0004, before the pending index was
+dropped), to measure what a revision changed.
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ def rate(fn, engine, seconds):
     return count / elapsed
 
 
-def run(url, seconds, rounds):
-    outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
+def run(url, seconds, rounds, revision="head"):
+    outbox_migrate.upgrade(outbox_migrate.standalone_config(url), revision)
     engine = create_engine(url)
     Base.metadata.create_all(engine)
     for fn in VARIANTS.values():  # warm up connections and statement caches
@@ -87,7 +89,7 @@ def run(url, seconds, rounds):
             results[name].append(rate(fn, engine, seconds))
     engine.dispose()
     med = {name: statistics.median(values) for name, values in results.items()}
-    print(f"{engine.dialect.name}: transactions/s (median of {rounds} rounds of {seconds}s)")
+    print(f"{engine.dialect.name}, outbox at {revision}: transactions/s (median of {rounds} rounds of {seconds}s)")
     for name in VARIANTS:
         print(f"  {name:13s} {med[name]:9.0f}/s  ratio to plain {med[name] / med['plain']:.2f}")
     print(f"  emit / extra_insert = {med['emit'] / med['extra_insert']:.2f}")
@@ -98,6 +100,7 @@ def main():
     parser.add_argument("--db", action="append")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--revision", default="head", help="outbox revision to migrate to (default: head)")
     args = parser.parse_args()
     urls = args.db
     if not urls:
@@ -112,7 +115,7 @@ def main():
         except Exception as exc:  # PostgreSQL is optional here
             print(f"(PostgreSQL skipped: {exc})")
     for url in urls:
-        run(url, args.seconds, args.rounds)
+        run(url, args.seconds, args.rounds, args.revision)
 
 
 if __name__ == "__main__":

@@ -112,11 +112,11 @@ def build_outbox_table(metadata: MetaData, name: str = DEFAULT_TABLE_NAME) -> Ta
         Column("published_by", String(128), nullable=True),
         PrimaryKeyConstraint("position", name=f"pk_{name}"),
         UniqueConstraint("id", name=f"uq_{name}_id"),
-        # The relay's claim: unpublished rows of its partitions, in position order.
-        Index(f"ix_{name}_pending", "published_at", "lease_partition", "position"),
         # Head-of-line checks and `events trace`: one aggregate's rows in order.
         Index(f"ix_{name}_aggregate", "aggregatetype", "aggregateid", "position"),
-        # The relay's claim: unpublished rows in position order, whatever partitions it holds (0002).
+        # The relay's claim: unpublished rows in position order, whatever partitions it holds (0002);
+        # purge, status and the blocked-keys read start from its published_at prefix. It replaced
+        # ix_<t>_pending (published_at, lease_partition, position), dropped in 0005.
         Index(f"ix_{name}_claim", "published_at", "position", "lease_partition"),
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import threading
+import time
 
 import pytest
 from alembic import command
@@ -35,10 +37,9 @@ def test_standalone_upgrade_creates_the_tables_and_downgrade_removes_them(databa
     engine = create_engine(database_url)
     with engine.connect() as conn:
         insp = inspect(conn)
-        assert {ix["name"] for ix in insp.get_indexes("strangler_outbox")} >= {
-            "ix_strangler_outbox_pending",
-            "ix_strangler_outbox_aggregate",
-        }
+        indexes = {ix["name"] for ix in insp.get_indexes("strangler_outbox")}
+        assert {"ix_strangler_outbox_claim", "ix_strangler_outbox_aggregate"} <= indexes
+        assert "ix_strangler_outbox_pending" not in indexes  # redundant with the claim index: 0005
         leases = conn.execute(get_lease_table().select()).all()
         assert sorted(r.lease_partition for r in leases) == list(range(PARTITIONS))
         # the migration and the metadata agree: autogenerate proposes nothing
@@ -49,6 +50,57 @@ def test_standalone_upgrade_creates_the_tables_and_downgrade_removes_them(databa
     migrate.downgrade(cfg, "base")
     assert not {"strangler_outbox", "strangler_outbox_leases"} & table_names(database_url)
     assert migrate.current_revision(database_url) is None
+
+
+def test_strangler_0005_drops_the_pending_index_without_stopping_emits(postgresql_url):
+    """The drop waits for an open emitting transaction, and emits that start meanwhile still commit.
+
+    A plain ``DROP INDEX`` queues for an ACCESS EXCLUSIVE lock behind the open
+    transaction, and every later INSERT into the outbox queues behind it: the
+    second writer below would time out.
+    """
+    import psycopg
+
+    cfg = migrate.standalone_config(postgresql_url)
+    migrate.upgrade(cfg, "strangler_0004")
+    plain_url = postgresql_url.replace("postgresql+psycopg://", "postgresql://")
+    insert = (
+        "INSERT INTO strangler_outbox (id, aggregatetype, aggregateid, type, payload, \"timestamp\", source, "
+        "content_type, lease_partition) VALUES (%s, 'order', 'k', 't', '{}', now(), '/s', 'application/json', 3)"
+    )
+    with psycopg.connect(plain_url) as open_writer, psycopg.connect(plain_url) as later_writer, \
+            psycopg.connect(plain_url, autocommit=True) as observer:
+        open_writer.execute(insert, ("emitted-before",))  # its transaction stays open
+        upgrading = threading.Thread(target=migrate.upgrade, args=(cfg,))
+        upgrading.start()
+        deadline = time.monotonic() + 10
+        while not observer.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE query ILIKE '%DROP INDEX%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the upgrade never reached the index drop"
+            time.sleep(0.02)
+        later_writer.execute("SET lock_timeout = '3s'")
+        later_writer.execute(insert, ("emitted-during",))
+        later_writer.commit()
+        assert upgrading.is_alive()  # still waiting for the open transaction
+        open_writer.commit()
+        upgrading.join(timeout=10)
+    assert not upgrading.is_alive()
+    assert migrate.current_revision(postgresql_url) == migrate.head_revision() == "strangler_0005"
+    engine = create_engine(postgresql_url)
+    try:
+        with engine.connect() as conn:
+            assert "ix_strangler_outbox_pending" not in {ix["name"] for ix in inspect(conn).get_indexes("strangler_outbox")}
+            assert conn.exec_driver_sql("SELECT count(*) FROM strangler_outbox").scalar() == 2
+    finally:
+        engine.dispose()
+    migrate.downgrade(cfg, "strangler_0004")  # and back: the index returns
+    engine = create_engine(postgresql_url)
+    try:
+        with engine.connect() as conn:
+            assert "ix_strangler_outbox_pending" in {ix["name"] for ix in inspect(conn).get_indexes("strangler_outbox")}
+    finally:
+        engine.dispose()
 
 
 def test_a_configured_table_name_is_used_by_the_migration(sqlite_url):

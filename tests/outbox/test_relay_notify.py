@@ -199,4 +199,4 @@ def test_the_notification_of_a_sealed_size_row_is_the_same_since_strangler_0004(
     assert texts["strangler_0003"] == texts["strangler_0004"]
     [row] = json.loads(texts["strangler_0004"].replace("[n,", "[0,"))
     assert base64.b64decode(row[5]) == payload
-    assert migrate.current_revision(postgresql_url) == migrate.head_revision() == "strangler_0004"
+    assert migrate.current_revision(postgresql_url) == "strangler_0004"
