@@ -13,8 +13,12 @@ PostgreSQL; their order turns each round):
   emit_sealed  rows sealed at emit (window 1000), no transform: the relay forwards bytes
   relay_seal   plaintext rows, the relay transform signs and encrypts (window 1000)
 
+--database-share also times, alone, the two statements PostgreSQL runs per batch for the
+relay (the claim's SELECT in claim-index order, the mark's UPDATE by primary key) on plaintext
+and on sealed rows, per row: what a sealed row costs the database, apart from the relay.
+
 Usage:
-  python bench/crypto_relay.py [--relay real|loop] [--events 5000] [--rounds 3] [--batch 200]
+  python bench/crypto_relay.py [--relay real|loop] [--events 5000] [--rounds 3] [--batch 200] [--database-share]
 """
 
 from __future__ import annotations
@@ -86,12 +90,54 @@ def forward_relay(engine, router, transform, batch) -> int:
     return relay.drain().published
 
 
+CLAIM_SQL = (
+    "SELECT position, id, aggregatetype, aggregateid, type, payload, timestamp, tracingspancontext, source, "
+    "content_type, lease_partition, attempts FROM {t} WHERE published_at IS NULL AND dead_at IS NULL "
+    "ORDER BY published_at, position LIMIT %s"
+)
+MARK_SQL = (
+    "UPDATE {t} SET published_at = now(), published_by = 'bench' "
+    "WHERE position = ANY(%s) AND CAST(published_at AS TEXT) IS NULL"
+)
+
+
+def database_share(engine, plain_url, events, batch, sealer, rounds=3):
+    """Return report lines: per row, the median claim and mark of ``batch`` rows alone, plaintext and sealed."""
+    import psycopg
+
+    table = outbox_table.name
+    out = {"plain": ([], []), "emit_sealed": ([], [])}
+    for _ in range(rounds):
+        for variant, emit_sealer in (("plain", None), ("emit_sealed", sealer)):
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"TRUNCATE {table}")
+            fill(engine, events, emit_sealer)
+            with psycopg.connect(plain_url, autocommit=True) as conn:
+                conn.execute("SET enable_sort = off")  # as the relay's claim connection
+                conn.execute("SET synchronous_commit = off")  # as the relay's mark connection
+                cursor = conn.cursor(binary=True)
+                for _ in range(events // batch):
+                    start = time.perf_counter()
+                    rows = cursor.execute(CLAIM_SQL.format(t=table), (batch,)).fetchall()
+                    claimed = time.perf_counter()
+                    conn.execute(MARK_SQL.format(t=table), ([row[0] for row in rows],))
+                    out[variant][0].append((claimed - start) / len(rows))
+                    out[variant][1].append((time.perf_counter() - claimed) / len(rows))
+    lines = [f"PostgreSQL alone, per row (median of {rounds} fills of {events} rows, batches of {batch}):"]
+    for variant, (claims, marks) in out.items():
+        lines.append(f"  {variant:12s} claim {statistics.median(claims) * 1e6:5.1f} µs  "
+                     f"mark {statistics.median(marks) * 1e6:5.1f} µs")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--relay", choices=("real", "loop"), default="real")
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--database-share", action="store_true",
+                        help="also time the claim and the mark alone, per row, on plaintext and sealed rows")
     args = parser.parse_args()
     import psycopg
 
@@ -129,6 +175,8 @@ def main():
                 assert sent == args.events, f"{variant}: forwarded {sent} of {args.events}"
                 results[variant].append(sent / (time.perf_counter() - start))
                 router.close()
+        share = database_share(engine, url.replace("+psycopg", ""), args.events, args.batch, sealer) \
+            if args.database_share else []
         engine.dispose()
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -139,6 +187,7 @@ def main():
     for variant in variants:
         print(f"  {variant:12s} {med[variant]:8.0f} events/s  ratio to plain {med[variant] / med['plain']:.2f}  "
               f"(rounds: {', '.join(f'{r:.0f}' for r in results[variant])})")
+    print("\n".join(share))
 
 
 

@@ -264,7 +264,7 @@ def relay_transform(sealer: Sealer) -> Callable[[Envelope], Envelope]:
         content_type, payload = sealer.seal(attributes, envelope.data)
         if content_type == envelope.datacontenttype and payload is envelope.data:
             return envelope
-        return dataclasses.replace(envelope, data=payload, datacontenttype=content_type)
+        return envelope.with_data(payload, content_type)
 
     return transform
 

@@ -126,3 +126,25 @@ def test_data_declared_json_that_does_not_parse_travels_as_base64_with_its_bytes
 def test_json_data_with_line_breaks_is_written_on_one_line():
     line = _event(b'{\n  "total": "19.90"\n}').to_json()
     assert b"\n" not in line and json.loads(line)["data"] == {"total": "19.90"}
+
+
+def test_with_data_is_the_event_the_constructor_builds_with_that_data():
+    """The relay's seal swaps the data and its content type; every other attribute stays as it was."""
+    import dataclasses
+
+    base = Envelope.from_columns("e-1", "/shop", "shop.order.created", "order", "42",
+                                 dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), b'{"a":1}',
+                                 "application/json", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    sealed = base.with_data(b'{"ciphertext":"x"}', "application/jose+json")
+    expected = dataclasses.replace(base, data=b'{"ciphertext":"x"}', datacontenttype="application/jose+json")
+    assert sealed == expected
+    assert sealed.attributes() == expected.attributes()
+    assert sealed.to_json() == expected.to_json()
+    assert base.data == b'{"a":1}' and base.attributes()["datacontenttype"] == "application/json"  # untouched
+
+
+@pytest.mark.parametrize("data, content_type", [("text", "application/json"), (b"{}", ""), (b"{}", None)])
+def test_with_data_refuses_what_the_constructor_refuses(data, content_type):
+    base = Envelope(id="e-1", source="/shop", type="t", subject="1", time=dt.datetime.now(dt.timezone.utc), data=b"{}")
+    with pytest.raises(EnvelopeError):
+        base.with_data(data, content_type)
