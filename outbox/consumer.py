@@ -34,7 +34,6 @@ import json
 import logging
 import signal
 import threading
-import time
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import insert, select

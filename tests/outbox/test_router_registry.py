@@ -24,7 +24,7 @@ def test_a_destination_prefix_in_the_url_keeps_environments_apart(tmp_path):
     import datetime as dt
 
     from outbox.envelope import Envelope
-    from outbox.routers import open_router, open_subscription
+    from outbox.routers import open_subscription
 
     url = f"file://{tmp_path}/events?destination_prefix=staging_"
     event = Envelope(id="p1", source="/shop", type="shop.order.created", subject="1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 
@@ -177,7 +178,7 @@ def retry_command(ctx: click.Context, db: str | None, ids: tuple[str, ...], even
         raise Problems(f"{len(set(ids)) - result.rows} of the given ids are not dead rows")
 
 
-def _cutoff(value: str, param_hint: str = "--published-before") -> "dt.datetime":
+def _cutoff(value: str, param_hint: str = "--published-before") -> datetime.datetime:
     """Return the time an age (7d, 12h, 30m, 45s: that long ago) or an RFC 3339 time names."""
     import datetime as dt
     import re
