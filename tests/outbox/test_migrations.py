@@ -103,6 +103,55 @@ def test_strangler_0005_drops_the_pending_index_without_stopping_emits(postgresq
         engine.dispose()
 
 
+def test_strangler_0005_on_mariadb_waits_a_bounded_time_behind_an_open_transaction(mariadb_url):
+    """MariaDB has no concurrent index drop: writes queue behind its metadata-lock wait.
+
+    So the wait is bounded (5 s, not the server's default of a year): the upgrade
+    fails with a lock wait timeout, changes nothing, and goes through once the
+    transaction has ended.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    cfg = migrate.standalone_config(mariadb_url)
+    migrate.upgrade(cfg, "strangler_0004")
+    engine = create_engine(mariadb_url)
+
+    def indexes():
+        with engine.connect() as conn:
+            return {ix["name"] for ix in inspect(conn).get_indexes("strangler_outbox")}
+
+    try:
+        with engine.connect() as open_writer:
+            open_writer.begin()
+            open_writer.exec_driver_sql(
+                "INSERT INTO strangler_outbox (id, aggregatetype, aggregateid, type, payload, `timestamp`, source, "
+                "content_type, lease_partition) VALUES ('open', 'order', 'k', 't', '{}', now(), '/s', "
+                "'application/json', 3)"
+            )
+            failures: list[Exception] = []
+
+            def upgrade():
+                try:
+                    migrate.upgrade(cfg)
+                except Exception as exc:
+                    failures.append(exc)
+
+            upgrading = threading.Thread(target=upgrade, daemon=True)  # an unbounded wait never returns
+            upgrading.start()
+            upgrading.join(timeout=30)
+            assert not upgrading.is_alive(), "the drop still waits for its lock after 30 s"
+            [failure] = failures
+            assert isinstance(failure, OperationalError) and "lock wait timeout" in str(failure).lower()
+            assert migrate.current_revision(mariadb_url) == "strangler_0004"
+            assert "ix_strangler_outbox_pending" in indexes()
+            open_writer.commit()
+        migrate.upgrade(cfg)
+        assert migrate.current_revision(mariadb_url) == "strangler_0005"
+        assert "ix_strangler_outbox_pending" not in indexes()
+    finally:
+        engine.dispose()
+
+
 def test_a_configured_table_name_is_used_by_the_migration(sqlite_url):
     migrate.upgrade(migrate.standalone_config(sqlite_url, table_name="shop_events"))
     assert {"shop_events", "shop_events_leases"} <= table_names(sqlite_url)

@@ -20,8 +20,11 @@ this one first). A plain ``DROP INDEX`` takes an ACCESS EXCLUSIVE lock: behind
 one long transaction that had emitted, it would wait, and every new emit
 would queue behind it, which stops the monolith. CONCURRENTLY waits for such
 transactions too, but lets emits go on meanwhile. MariaDB and MySQL drop an
-index in place without blocking writes; SQLite has no concurrent writers to
-block.
+index in place, but first wait for a metadata lock behind open transactions on
+the table, and writes queue behind that wait; there is no concurrent form, so
+the wait is bounded instead (``lock_wait_timeout``, 5 s): the upgrade fails
+with a lock wait timeout, changing nothing, and can simply be run again.
+SQLite has no concurrent writers to block.
 
 Frozen: later changes get revisions of their own.
 """
@@ -36,24 +39,32 @@ branch_labels = None
 depends_on = None
 
 COLUMNS = ["published_at", "lease_partition", "position"]
+#: MariaDB/MySQL: how long the drop may wait for its metadata lock (writes queue meanwhile).
+LOCK_WAIT_SECONDS = 5
 
 
-def _concurrently() -> bool:
-    return op.get_bind().dialect.name == "postgresql"
+def _dialect() -> str:
+    return op.get_bind().dialect.name
 
 
 def upgrade() -> None:
     name = table_name_for_migration()
-    if _concurrently():
+    if _dialect() == "postgresql":
         with context.get_context().autocommit_block():
             op.drop_index(f"ix_{name}_pending", table_name=name, postgresql_concurrently=True, if_exists=True)
+    elif _dialect() in ("mysql", "mariadb"):
+        op.execute(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
+        try:
+            op.drop_index(f"ix_{name}_pending", table_name=name)
+        finally:
+            op.execute("SET SESSION lock_wait_timeout = DEFAULT")
     else:
         op.drop_index(f"ix_{name}_pending", table_name=name)
 
 
 def downgrade() -> None:
     name = table_name_for_migration()
-    if _concurrently():
+    if _dialect() == "postgresql":
         with context.get_context().autocommit_block():
             op.create_index(f"ix_{name}_pending", name, COLUMNS, postgresql_concurrently=True, if_not_exists=True)
     else:
