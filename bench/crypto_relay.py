@@ -12,6 +12,7 @@ PostgreSQL; their order turns each round):
   plain        rows with JSON payloads, no transform
   emit_sealed  rows sealed at emit (window 1000), no transform: the relay forwards bytes
   relay_seal   plaintext rows, the relay transform signs and encrypts (window 1000)
+  relay_seal_w0  the same with a new content key per event (window 0): the per-event cost
 
 --database-share also times, alone, the two statements PostgreSQL runs per batch for the
 relay (the claim's SELECT in claim-index order, the mark's UPDATE by primary key) on plaintext
@@ -148,7 +149,9 @@ def main():
     new_key(keys, "shipping")
     policy = parse_policy(POLICY)
     sealer = Sealer(KeyRing.load(keys), policy, reuse_events=1000, reuse_seconds=60)
-    variants = {"plain": (None, None), "emit_sealed": (sealer, None), "relay_seal": (None, relay_transform(sealer))}
+    per_event = Sealer(KeyRing.load(keys), policy, reuse_events=0)
+    variants = {"plain": (None, None), "emit_sealed": (sealer, None), "relay_seal": (None, relay_transform(sealer)),
+                "relay_seal_w0": (None, relay_transform(per_event))}
 
     name = f"strangler_bench_{uuid.uuid4().hex[:8]}"
     admin = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -185,7 +188,8 @@ def main():
     print(f"{'relay' if args.relay == 'real' else 'forwarding loop'}, PostgreSQL -> file router, {args.events} events, batch {args.batch}, "
           f"median of {args.rounds} rounds")
     for variant in variants:
-        print(f"  {variant:12s} {med[variant]:8.0f} events/s  ratio to plain {med[variant] / med['plain']:.2f}  "
+        print(f"  {variant:13s} {med[variant]:8.0f} events/s  {1e6 / med[variant]:5.1f} µs/event  "
+              f"ratio to plain {med[variant] / med['plain']:.2f}  "
               f"(rounds: {', '.join(f'{r:.0f}' for r in results[variant])})")
     print("\n".join(share))
 
