@@ -152,6 +152,29 @@ def test_strangler_0005_on_mariadb_waits_a_bounded_time_behind_an_open_transacti
         engine.dispose()
 
 
+def test_the_outbox_migrates_on_a_connection_whose_transaction_the_caller_began(database_url):
+    """Alembic's cookbook pattern: a shared connection in ``config.attributes``, inside ``engine.begin()``.
+
+    Alembic cannot commit a transaction it did not begin, so the PostgreSQL drop
+    of strangler_0005 cannot be concurrent there: it drops in that transaction.
+    """
+    engine = create_engine(database_url)
+    try:
+        cfg = migrate.standalone_config(database_url)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET lock_timeout = '7s'")
+            cfg.attributes["connection"] = conn
+            migrate.upgrade(cfg)
+            if conn.dialect.name == "postgresql":  # the bounded wait was for the drop alone
+                assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "7s"
+        assert migrate.current_revision(database_url) == migrate.head_revision()
+        with engine.connect() as conn:
+            assert "ix_strangler_outbox_pending" not in {ix["name"] for ix in inspect(conn).get_indexes("strangler_outbox")}
+    finally:
+        engine.dispose()
+
+
 def test_a_configured_table_name_is_used_by_the_migration(sqlite_url):
     migrate.upgrade(migrate.standalone_config(sqlite_url, table_name="shop_events"))
     assert {"shop_events", "shop_events_leases"} <= table_names(sqlite_url)

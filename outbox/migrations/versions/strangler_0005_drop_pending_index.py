@@ -19,7 +19,11 @@ transaction (Alembic's autocommit block commits the revisions run before
 this one first). A plain ``DROP INDEX`` takes an ACCESS EXCLUSIVE lock: behind
 one long transaction that had emitted, it would wait, and every new emit
 would queue behind it, which stops the monolith. CONCURRENTLY waits for such
-transactions too, but lets emits go on meanwhile. MariaDB and MySQL drop an
+transactions too, but lets emits go on meanwhile. Where the caller began the
+transaction the migrations run in (Alembic's cookbook pattern of sharing a
+connection, ``config.attributes["connection"]`` inside ``engine.begin()``),
+Alembic cannot commit it: the drop is then a plain one inside that
+transaction, its lock wait bounded as on MariaDB below. MariaDB and MySQL drop an
 index in place, but first wait for a metadata lock behind open transactions on
 the table, and writes queue behind that wait; there is no concurrent form, so
 the wait is bounded instead (``lock_wait_timeout``, 5 s): the upgrade fails
@@ -29,6 +33,7 @@ SQLite has no concurrent writers to block.
 Frozen: later changes get revisions of their own.
 """
 
+import sqlalchemy as sa
 from alembic import context, op
 
 from outbox.migrations import table_name_for_migration
@@ -39,7 +44,7 @@ branch_labels = None
 depends_on = None
 
 COLUMNS = ["published_at", "lease_partition", "position"]
-#: MariaDB/MySQL: how long the drop may wait for its metadata lock (writes queue meanwhile).
+#: Where the drop cannot be concurrent: how long it may wait for its lock (writes queue meanwhile).
 LOCK_WAIT_SECONDS = 5
 
 
@@ -47,11 +52,29 @@ def _dialect() -> str:
     return op.get_bind().dialect.name
 
 
+def _can_leave_the_transaction() -> bool:
+    """False when the caller began the migrations' transaction: Alembic cannot commit it then.
+
+    Alembic keeps the transaction it began itself in ``_transaction``; where that
+    attribute is missing (a later Alembic), the bounded plain drop is the safe choice.
+    """
+    migration = context.get_context()
+    if migration.as_sql:
+        return True
+    return getattr(migration, "_transaction", None) is not None or not migration.connection.in_transaction()
+
+
 def upgrade() -> None:
     name = table_name_for_migration()
-    if _dialect() == "postgresql":
+    if _dialect() == "postgresql" and _can_leave_the_transaction():
         with context.get_context().autocommit_block():
             op.drop_index(f"ix_{name}_pending", table_name=name, postgresql_concurrently=True, if_exists=True)
+    elif _dialect() == "postgresql":
+        bind = op.get_bind()
+        previous = bind.exec_driver_sql("SHOW lock_timeout").scalar()
+        op.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'")
+        op.drop_index(f"ix_{name}_pending", table_name=name, if_exists=True)
+        bind.execute(sa.text("SELECT set_config('lock_timeout', :previous, true)"), {"previous": previous})
     elif _dialect() in ("mysql", "mariadb"):
         op.execute(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
         try:
@@ -64,7 +87,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     name = table_name_for_migration()
-    if _dialect() == "postgresql":
+    if _dialect() == "postgresql" and _can_leave_the_transaction():
         with context.get_context().autocommit_block():
             op.create_index(f"ix_{name}_pending", name, COLUMNS, postgresql_concurrently=True, if_not_exists=True)
     else:
