@@ -14,6 +14,10 @@ PostgreSQL; their order turns each round):
   relay_seal   plaintext rows, the relay transform signs and encrypts (window 1000)
   relay_seal_w0  the same with a new content key per event (window 0): the per-event cost
 
+Each variant's CPU per event is printed too: the relay process's own (user + system), and that of
+PostgreSQL's processes on this machine (Linux /proc; "n/a" elsewhere), to show where a sealed
+row's extra cost lands.
+
 --database-share also times, alone, the two statements PostgreSQL runs per batch for the
 relay (the claim's SELECT in claim-index order, the mark's UPDATE by primary key) on plaintext
 and on sealed rows, per row: what a sealed row costs the database, apart from the relay.
@@ -25,8 +29,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-
+import os
 import statistics
+import threading
 import tempfile
 import time
 import uuid
@@ -45,6 +50,64 @@ from outbox.routers import open_router
 
 POLICY = {"readers": {"shop.order.*": ["billing", "shipping"]}, "trust": {"billing": ["shop"]}}
 DATA = {"customer": "ann@example.com", "total": "19.90", "status": "new", "lines": 3}
+
+
+class PostgresCpu:
+    """CPU seconds used by this machine's PostgreSQL processes while the block runs (Linux /proc).
+
+    A backend's counters vanish when its connection closes, and the relay discards its own
+    connections at the end of a drain, so the PostgreSQL processes are read every 20 ms (all of
+    /proc is scanned for new ones every 200 ms) and the last reading of each kept. ``seconds``
+    stays None where /proc cannot be read; ``sampler_seconds`` is the CPU the sampling itself took
+    in this process, to take off this process's own figure.
+    """
+
+    def __enter__(self):
+        self.seconds = None
+        self.sampler_seconds = 0.0
+        self._start = self._scan()
+        self._last = dict(self._start or {})
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._sampler.join()
+        if self._start is not None:
+            self._last.update(self._scan() or {})
+            ticks = sum(now - self._start.get(pid, 0) for pid, now in self._last.items())
+            self.seconds = ticks / os.sysconf("SC_CLK_TCK")
+
+    def _sample(self):
+        tick = 0
+        while not self._stop.wait(0.02):
+            tick += 1
+            found = self._scan() if tick % 10 == 0 else self._read(list(self._last))
+            self._last.update(found or {})
+        self.sampler_seconds = time.thread_time()
+
+    @classmethod
+    def _scan(cls) -> dict[str, int] | None:
+        try:
+            return cls._read([p for p in os.listdir("/proc") if p.isdigit()])
+        except OSError:
+            return None
+
+    @staticmethod
+    def _read(pids: list[str]) -> dict[str, int]:
+        ticks = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    text = stat.read()
+            except OSError:
+                continue  # ended: its last reading stays
+            if text[text.index("(") + 1:text.rindex(")")] == "postgres":
+                fields = text[text.rindex(")") + 2:].split()
+                ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        return ticks
 
 
 def fill(engine, n, sealer):
@@ -162,6 +225,7 @@ def main():
         outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
         engine = create_engine(url)
         results = {v: [] for v in variants}
+        cpu = {v: ([], []) for v in variants}  # per event: the relay process, PostgreSQL
         names = list(variants)
         for round_ in range(args.rounds):
             for k in range(len(names)):  # the order turns each round: no variant always runs after another
@@ -172,11 +236,19 @@ def main():
                     conn.exec_driver_sql(f"TRUNCATE {outbox_table.name}")
                 fill(engine, args.events, emit_sealer)
                 router = open_router(f"file://{folder}/events-{variant}-{round_}")
-                start = time.perf_counter()
                 forward = forward_relay if args.relay == "real" else forward_loop
-                sent = forward(engine, router, transform, args.batch)
+                own = os.times()
+                with PostgresCpu() as database:
+                    start = time.perf_counter()
+                    sent = forward(engine, router, transform, args.batch)
+                    elapsed = time.perf_counter() - start
+                own_after = os.times()
                 assert sent == args.events, f"{variant}: forwarded {sent} of {args.events}"
-                results[variant].append(sent / (time.perf_counter() - start))
+                results[variant].append(sent / elapsed)
+                own_cpu = own_after.user + own_after.system - own.user - own.system - database.sampler_seconds
+                cpu[variant][0].append(own_cpu / sent)
+                if database.seconds is not None:
+                    cpu[variant][1].append(database.seconds / sent)
                 router.close()
         share = database_share(engine, url.replace("+psycopg", ""), args.events, args.batch, sealer) \
             if args.database_share else []
@@ -191,6 +263,11 @@ def main():
         print(f"  {variant:13s} {med[variant]:8.0f} events/s  {1e6 / med[variant]:5.1f} µs/event  "
               f"ratio to plain {med[variant] / med['plain']:.2f}  "
               f"(rounds: {', '.join(f'{r:.0f}' for r in results[variant])})")
+    print("CPU per event, median of the rounds:")
+    for variant in variants:
+        relay_cpu, database_cpu = cpu[variant]
+        database_text = f"{statistics.median(database_cpu) * 1e6:5.1f} µs" if database_cpu else "  n/a"
+        print(f"  {variant:13s} relay process {statistics.median(relay_cpu) * 1e6:5.1f} µs  PostgreSQL {database_text}")
     print("\n".join(share))
 
 
