@@ -44,6 +44,10 @@ branch_labels = None
 depends_on = None
 
 COLUMNS = ["published_at", "lease_partition", "position"]
+
+
+def _index(table: str) -> str:
+    return f"ix_{table}_pending"
 #: Where the drop cannot be concurrent: how long it may wait for its lock (writes queue meanwhile).
 LOCK_WAIT_SECONDS = 5
 
@@ -68,27 +72,27 @@ def upgrade() -> None:
     name = table_name_for_migration()
     if _dialect() == "postgresql" and _can_leave_the_transaction():
         with context.get_context().autocommit_block():
-            op.drop_index(f"ix_{name}_pending", table_name=name, postgresql_concurrently=True, if_exists=True)
+            op.drop_index(_index(name), table_name=name, postgresql_concurrently=True, if_exists=True)
     elif _dialect() == "postgresql":
         bind = op.get_bind()
         previous = bind.exec_driver_sql("SHOW lock_timeout").scalar()
         op.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'")
-        op.drop_index(f"ix_{name}_pending", table_name=name, if_exists=True)
+        op.drop_index(_index(name), table_name=name, if_exists=True)
         bind.execute(sa.text("SELECT set_config('lock_timeout', :previous, true)"), {"previous": previous})
     elif _dialect() in ("mysql", "mariadb"):
         op.execute(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
         try:
-            op.drop_index(f"ix_{name}_pending", table_name=name)
+            op.drop_index(_index(name), table_name=name)
         finally:
             op.execute("SET SESSION lock_wait_timeout = DEFAULT")
     else:
-        op.drop_index(f"ix_{name}_pending", table_name=name)
+        op.drop_index(_index(name), table_name=name)
 
 
 def downgrade() -> None:
     name = table_name_for_migration()
     if _dialect() == "postgresql" and _can_leave_the_transaction():
         with context.get_context().autocommit_block():
-            op.create_index(f"ix_{name}_pending", name, COLUMNS, postgresql_concurrently=True, if_not_exists=True)
+            op.create_index(_index(name), name, COLUMNS, postgresql_concurrently=True, if_not_exists=True)
     else:
-        op.create_index(f"ix_{name}_pending", name, COLUMNS)
+        op.create_index(_index(name), name, COLUMNS)
