@@ -12,8 +12,11 @@ The difference sealed - emit is also given for each fifth of the run, to show it
 Also prints the sealer's own per-event cost, measured alone, at window 1000 and 0.
 
 Usage:
-  python bench/crypto_emit.py [--db URL] [--transactions 3000]
-Without --db it creates a throw-away PostgreSQL database at 127.0.0.1:5432 and drops it after.
+  python bench/crypto_emit.py [--db URL] [--transactions 3000] [--revision REV] [--fillfactor N]
+--revision migrates the outbox only that far (e.g. strangler_0004, before the pending index was
+dropped), to measure what a revision changed; --fillfactor sets the outbox table's fillfactor
+after migrating (PostgreSQL's default is 100), to measure what emit pays for pages left part
+empty. Without --db it creates a throw-away PostgreSQL database at 127.0.0.1:5432 and drops it after.
 """
 
 from __future__ import annotations
@@ -69,9 +72,12 @@ def seal_cost(sealer, n=3000) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def run(url, transactions):
-    outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
+def run(url, transactions, revision="head", fillfactor=None):
+    outbox_migrate.upgrade(outbox_migrate.standalone_config(url), revision)
     engine = create_engine(url)
+    if fillfactor is not None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {outbox.outbox_table.name} SET (fillfactor = {fillfactor})")
     Base.metadata.create_all(engine)
     folder = keys()
     policy = parse_policy(POLICY)
@@ -93,7 +99,9 @@ def run(url, transactions):
             times[name].append(timed(fn, engine, sealer))
     engine.dispose()
     us = {name: statistics.median(values) * 1e6 for name, values in times.items()}
-    print(f"{engine.dialect.name}: {transactions} transactions per variant, interleaved one at a time")
+    print(f"{engine.dialect.name}, outbox at {revision}"
+          f"{f', fillfactor {fillfactor}' if fillfactor is not None else ''}: {transactions} transactions per variant, "
+          "interleaved one at a time")
     for name in names:
         print(f"  {name:10s} median {us[name]:7.0f} µs/txn ({1e6 / us[name]:.0f}/s)")
     for name in ("sealed", "sealed_w0"):
@@ -114,9 +122,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db")
     parser.add_argument("--transactions", type=int, default=3000, help="per variant (default 3000)")
+    parser.add_argument("--revision", default="head", help="outbox revision to migrate to (default: head)")
+    parser.add_argument("--fillfactor", type=int, help="set the outbox table's fillfactor after migrating")
     args = parser.parse_args()
     if args.db:
-        run(args.db, args.transactions)
+        run(args.db, args.transactions, args.revision, args.fillfactor)
         return
     import psycopg
 
@@ -124,7 +134,7 @@ def main():
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     try:
-        run(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", args.transactions)
+        run(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", args.transactions, args.revision, args.fillfactor)
     finally:
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -7,8 +7,10 @@ envelopes (``Envelope.from_row``), apply the envelope transform, publish to the
 file router (fsync per batch), mark the rows published. The loop runs faster
 than the real relay, so the encryption share it shows is an upper bound.
 
-Variants (the same N events each, filled into an emptied (TRUNCATEd) table before timing,
-PostgreSQL; their order turns each round):
+Variants (the same N events each, PostgreSQL; their order turns each round). Each variant's rows
+are written once, by ``emit`` itself, and kept in a table of their own; every round empties
+(TRUNCATEs) the outbox and copies them in with one INSERT … SELECT, so a round costs the drain
+and little else and many rounds fit in a run:
   plain        rows with JSON payloads, no transform
   emit_sealed  rows sealed at emit (window 1000), no transform: the relay forwards bytes
   relay_seal   plaintext rows, the relay transform signs and encrypts (window 1000)
@@ -16,14 +18,19 @@ PostgreSQL; their order turns each round):
 
 Each variant's CPU per event is printed too: the relay process's own (user + system), and that of
 PostgreSQL's processes on this machine (Linux /proc; "n/a" elsewhere), to show where a sealed
-row's extra cost lands.
+row's extra cost lands. The ratio to plain is printed twice: the ratio of the variants' median
+rates, and the median over rounds of each round's own ratio (a round runs every variant back
+to back, so a slow minute of the machine weighs on both sides of its ratio).
 
 --database-share also times, alone, the two statements PostgreSQL runs per batch for the
 relay (the claim's SELECT in claim-index order, the mark's UPDATE by primary key) on plaintext
-and on sealed rows, per row: what a sealed row costs the database, apart from the relay.
+and on sealed rows, per row, and the WAL each mark writes: what a sealed row costs the
+database, apart from the relay. --fillfactor N sets the outbox's fillfactor after migrating
+(PostgreSQL's default is 100), to compare.
 
 Usage:
   python bench/crypto_relay.py [--relay real|loop] [--events 5000] [--rounds 3] [--batch 200] [--database-share]
+                               [--fillfactor N]
 """
 
 from __future__ import annotations
@@ -122,6 +129,22 @@ def fill(engine, n, sealer):
     settings.reset()
 
 
+def keep_fill(engine, n, sealer, template):
+    """Emit ``n`` events into the emptied outbox and keep a copy of its rows in table ``template``."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {outbox_table.name}")
+    fill(engine, n, sealer)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {template} AS SELECT * FROM {outbox_table.name}")
+
+
+def refill(engine, template):
+    """Empty the outbox (TRUNCATE: no dead rows left for the next claims to step over) and copy ``template`` in."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {outbox_table.name}")
+        conn.exec_driver_sql(f"INSERT INTO {outbox_table.name} SELECT * FROM {template} ORDER BY position")
+
+
 def forward_loop(engine, router, transform, batch) -> int:
     sent = 0
     while True:
@@ -165,32 +188,35 @@ MARK_SQL = (
 )
 
 
-def database_share(engine, plain_url, events, batch, sealer, rounds=3):
+def database_share(engine, plain_url, events, batch, templates, rounds=3):
     """Return report lines: per row, the median claim and mark of ``batch`` rows alone, plaintext and sealed."""
     import psycopg
 
     table = outbox_table.name
-    out = {"plain": ([], []), "emit_sealed": ([], [])}
+    out = {"plain": ([], [], []), "emit_sealed": ([], [], [])}
+    wal_position = "SELECT pg_current_wal_insert_lsn()"
     for _ in range(rounds):
-        for variant, emit_sealer in (("plain", None), ("emit_sealed", sealer)):
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"TRUNCATE {table}")
-            fill(engine, events, emit_sealer)
+        for variant in out:
+            refill(engine, templates[variant])
             with psycopg.connect(plain_url, autocommit=True) as conn:
                 conn.execute("SET enable_sort = off")  # as the relay's claim connection
                 conn.execute("SET synchronous_commit = off")  # as the relay's mark connection
                 cursor = conn.cursor(binary=True)
                 for _ in range(events // batch):
+                    wal_before = conn.execute(wal_position).fetchone()[0]  # outside the timing: a round trip
                     start = time.perf_counter()
                     rows = cursor.execute(CLAIM_SQL.format(t=table), (batch,)).fetchall()
                     claimed = time.perf_counter()
                     conn.execute(MARK_SQL.format(t=table), ([row[0] for row in rows],))
+                    marked = time.perf_counter()
+                    wal = conn.execute(f"SELECT pg_wal_lsn_diff(({wal_position}), %s)", (wal_before,)).fetchone()[0]
                     out[variant][0].append((claimed - start) / len(rows))
-                    out[variant][1].append((time.perf_counter() - claimed) / len(rows))
-    lines = [f"PostgreSQL alone, per row (median of {rounds} fills of {events} rows, batches of {batch}):"]
-    for variant, (claims, marks) in out.items():
+                    out[variant][1].append((marked - claimed) / len(rows))
+                    out[variant][2].append(float(wal) / len(rows))  # the claim writes none: it is the mark's
+    lines = [f"PostgreSQL alone, per row (median over {rounds} copies of {events} rows, batches of {batch}):"]
+    for variant, (claims, marks, wal) in out.items():
         lines.append(f"  {variant:12s} claim {statistics.median(claims) * 1e6:5.1f} µs  "
-                     f"mark {statistics.median(marks) * 1e6:5.1f} µs")
+                     f"mark {statistics.median(marks) * 1e6:5.1f} µs, WAL {statistics.median(wal):5.0f} bytes")
     return lines
 
 
@@ -202,6 +228,8 @@ def main():
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--database-share", action="store_true",
                         help="also time the claim and the mark alone, per row, on plaintext and sealed rows")
+    parser.add_argument("--fillfactor", type=int, default=None,
+                        help="set the outbox table's fillfactor after migrating (default: as the migrations leave it)")
     args = parser.parse_args()
     import psycopg
 
@@ -224,6 +252,15 @@ def main():
     try:
         outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
         engine = create_engine(url)
+        if args.fillfactor is not None:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {outbox_table.name} SET (fillfactor = {args.fillfactor})")
+        with engine.connect() as conn:
+            options = conn.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE relname = %s", (outbox_table.name,)).scalar()
+        templates = {v: f"bench_rows_{v}" for v in ("plain", "emit_sealed")}
+        keep_fill(engine, args.events, None, templates["plain"])
+        keep_fill(engine, args.events, sealer, templates["emit_sealed"])
         results = {v: [] for v in variants}
         cpu = {v: ([], []) for v in variants}  # per event: the relay process, PostgreSQL
         names = list(variants)
@@ -231,10 +268,7 @@ def main():
             for k in range(len(names)):  # the order turns each round: no variant always runs after another
                 variant = names[(round_ + k) % len(names)]
                 emit_sealer, transform = variants[variant]
-                with engine.begin() as conn:
-                    # TRUNCATE, not DELETE: no dead rows left for the next variant's claims to step over.
-                    conn.exec_driver_sql(f"TRUNCATE {outbox_table.name}")
-                fill(engine, args.events, emit_sealer)
+                refill(engine, templates["plain" if emit_sealer is None else "emit_sealed"])
                 router = open_router(f"file://{folder}/events-{variant}-{round_}")
                 forward = forward_relay if args.relay == "real" else forward_loop
                 own = os.times()
@@ -250,7 +284,7 @@ def main():
                 if database.seconds is not None:
                     cpu[variant][1].append(database.seconds / sent)
                 router.close()
-        share = database_share(engine, url.replace("+psycopg", ""), args.events, args.batch, sealer) \
+        share = database_share(engine, url.replace("+psycopg", ""), args.events, args.batch, templates) \
             if args.database_share else []
         engine.dispose()
     finally:
@@ -258,10 +292,11 @@ def main():
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     med = {v: statistics.median(r) for v, r in results.items()}
     print(f"{'relay' if args.relay == 'real' else 'forwarding loop'}, PostgreSQL -> file router, {args.events} events, batch {args.batch}, "
-          f"median of {args.rounds} rounds")
+          f"median of {args.rounds} rounds; outbox table options: {options or 'none (fillfactor 100)'}")
     for variant in variants:
+        per_round = statistics.median(r / p for r, p in zip(results[variant], results["plain"]))
         print(f"  {variant:13s} {med[variant]:8.0f} events/s  {1e6 / med[variant]:5.1f} µs/event  "
-              f"ratio to plain {med[variant] / med['plain']:.2f}  "
+              f"ratio to plain {med[variant] / med['plain']:.2f}, per round {per_round:.2f}  "
               f"(rounds: {', '.join(f'{r:.0f}' for r in results[variant])})")
     print("CPU per event, median of the rounds:")
     for variant in variants:
