@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .envelope import _split_span_context, format_time
+from .routers import masked_url
 from .table import DEFAULT_TABLE_NAME, get_outbox_table
 
 
@@ -159,7 +160,7 @@ def trace_event(
         found = _on_broker(router_url, event_id, wanted)
         if found is None:
             journey.notes.append(
-                f"not found on {router_url} (destinations searched: {', '.join(wanted) or 'all'})"
+                f"not found on {masked_url(router_url)} (destinations searched: {', '.join(wanted) or 'all'})"
             )
         else:
             journey.found = True
@@ -316,7 +317,7 @@ def _on_broker(
     if scheme in ("redis", "rediss"):
         return _on_redis(router_url, event_id, destinations)
     raise TraceError(
-        f"--router {router_url}: looking an event up is supported on file:// and redis:// routers; "
+        f"--router {masked_url(router_url)}: looking an event up is supported on file:// and redis:// routers; "
         "leave --router out to trace from the outbox and the inboxes"
     )
 
@@ -326,7 +327,7 @@ def _on_file_broker(router_url: str, event_id: str, destinations: list[str]):
 
     folder = folder_of(router_url)
     if not folder.is_dir():
-        raise TraceError(f"--router {router_url}: no folder {folder}")
+        raise TraceError(f"--router {masked_url(router_url)}: no folder {folder}")
     if destinations:
         files = [(d, folder / _file_name(d)) for d in destinations]
     else:
@@ -398,7 +399,7 @@ def _on_redis(router_url: str, event_id: str, destinations: list[str]):
                 if ms == 0 and seq == 0:
                     break
     except redis.RedisError as exc:
-        raise TraceError(f"--router {router_url}: {exc}") from None
+        raise TraceError(f"--router {masked_url(router_url)}: {exc}") from None
     finally:
         client.close()
     return None

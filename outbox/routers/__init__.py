@@ -14,6 +14,7 @@ import dataclasses
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .base import Delivery, Destinations, PublishResult, Router, RouterError, Subscription
+from .common import masked_url
 
 ENTRY_POINT_GROUP = "strangler.routers"
 
@@ -25,6 +26,7 @@ __all__ = [
     "RouterError",
     "Subscription",
     "available_schemes",
+    "masked_url",
     "open_router",
     "open_subscription",
     "router_class",
@@ -40,11 +42,13 @@ def router_class(url: str) -> type:
     """Return the router class registered for ``url``'s scheme."""
     scheme = urlsplit(url).scheme
     if not scheme:
-        raise RouterError(f"router URL {url!r} has no scheme; e.g. file://./events or redis://127.0.0.1:6379/0")
+        raise RouterError(
+            f"router URL {masked_url(url)!r} has no scheme; e.g. file://./events or redis://127.0.0.1:6379/0"
+        )
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == scheme]
     if not matches:
         raise RouterError(
-            f"no router for scheme {scheme!r} in {url!r}; installed: {', '.join(available_schemes())}. "
+            f"no router for scheme {scheme!r} in {masked_url(url)!r}; installed: {', '.join(available_schemes())}. "
             "A broker's router may need an extra, e.g. pip install 'strangler[redis]'"
         )
     try:
@@ -91,5 +95,5 @@ def open_subscription(
     cls = router_class(url)
     subscribe = getattr(cls, "subscribe", None)
     if subscribe is None:
-        raise RouterError(f"the router for {url!r} has no consumer side")
+        raise RouterError(f"the router for {masked_url(url)!r} has no consumer side")
     return subscribe(url, group=group, destinations=[prefix + d for d in destinations], **options)

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import TLS_OPTIONS, KeyGate, as_int, require, split_options, tls_context, too_large
+from .common import TLS_OPTIONS, KeyGate, as_int, masked_url, require, split_options, tls_context, too_large
 
 OPTIONS = ("max_bytes", "confirm_timeout", "prefetch", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -48,11 +48,11 @@ def _parameters(url: str, opts: dict):
     try:
         params = pika.URLParameters(url)
     except Exception as exc:
-        raise RouterError(f"{url}: not an AMQP URL ({exc}); e.g. amqp://guest:guest@127.0.0.1:5672/%2F") from exc
+        raise RouterError(f"{masked_url(url)}: not an AMQP URL ({exc}); e.g. amqp://guest:guest@127.0.0.1:5672/%2F") from exc
     if scheme == "amqps":
         params.ssl_options = pika.SSLOptions(tls_context(url, opts), urlsplit(url).hostname)
     elif any(opts.get(name) for name in TLS_OPTIONS):
-        raise RouterError(f"{url}: TLS options need an amqps:// URL")
+        raise RouterError(f"{masked_url(url)}: TLS options need an amqps:// URL")
     params.connection_attempts = 1
     params.socket_timeout = 5
     params.blocked_connection_timeout = 30
@@ -112,7 +112,7 @@ class AmqpRouter:
         while not selected and time.monotonic() < deadline:
             self._connection.process_data_events(time_limit=0.001)
         if not selected:
-            raise RouterError(f"{self.url}: the broker did not enable publisher confirms")
+            raise RouterError(f"{masked_url(self.url)}: the broker did not enable publisher confirms")
         self._tag = 0
         self._declared.clear()
 
@@ -241,13 +241,13 @@ class AmqpSubscription:
 
     def __init__(self, url: str, group: str, destinations: list[str], **options):
         if not destinations:
-            raise RouterError(f"{url}: name at least one destination (exchange) to read")
+            raise RouterError(f"{masked_url(url)}: name at least one destination (exchange) to read")
         self.url, opts = split_options(url, options, OPTIONS)
         self.pika, params = _parameters(self.url, opts)
         try:
             self.connection = self.pika.BlockingConnection(params)
         except Exception as exc:
-            raise RouterError(f"{url}: cannot connect: {type(exc).__name__}: {exc}") from exc
+            raise RouterError(f"{masked_url(url)}: cannot connect: {type(exc).__name__}: {exc}") from exc
         self.channel = self.connection.channel()
         self.channel.basic_qos(prefetch_count=as_int(opts.get("prefetch", 500), "prefetch", url))
         self.queue = group
@@ -262,7 +262,7 @@ class AmqpSubscription:
         try:
             envelope = envelope_of(properties, body)
         except EnvelopeError as exc:
-            raise RouterError(f"{self.url}: queue {self.queue}: not a CloudEvent: {exc}") from exc
+            raise RouterError(f"{masked_url(self.url)}: queue {self.queue}: not a CloudEvent: {exc}") from exc
         tag = method.delivery_tag
         self._buffer.append(Delivery(
             envelope=envelope, destination=method.exchange, redelivered=method.redelivered,

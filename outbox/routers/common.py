@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -22,28 +23,58 @@ def require(module: str, extra: str, scheme: str):
         ) from exc
 
 
-def split_options(url: str, options: dict[str, Any], known: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
-    """Move the URL's query parameters named in ``known`` into ``options``; return the rest of the URL.
+def masked_url(url: str) -> str:
+    """Return ``url`` with its password shown as ``***``, for error and log messages.
 
-    Keyword options win over the URL's. An unknown keyword option is an error naming the URL.
+    Router URLs carry broker credentials (``redis://:secret@host/0``), and a
+    message that echoes the URL ends up on a terminal, in CI output and in log
+    stores. The user name, host, path and other query parameters stay, so the
+    message still says which broker. A query parameter named like a password
+    (``?password=…``, which some clients read) is hidden as well.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not parsable as a URL: hide whatever could be credentials
+        return re.sub(r"(://[^/?#@]*?:)[^/?#]*@", r"\1***@", url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}:***@{host}" if at and ":" in userinfo else parts.netloc
+    query = "&".join(_masked_parameter(p) for p in parts.query.split("&")) if parts.query else parts.query
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _masked_parameter(parameter: str) -> str:
+    name, equals, _ = parameter.partition("=")
+    return f"{name}=***" if equals and "password" in name.lower() else parameter
+
+
+#: Query options every router accepts. ``open_router`` and ``open_subscription`` take them out of the
+#: URL before the router sees it; they are known here too so that code reading a router URL directly
+#: (the watch's group listing) is not refused over them.
+SHARED_OPTIONS = ("destination_prefix",)
+
+
+def split_options(url: str, options: dict[str, Any], known: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """Move the URL's query parameters into ``options``; return the URL without its query, and the options.
+
+    Keyword options win over the URL's. An option, in the query or as a
+    keyword, that is not in ``known`` is an error naming the URL (password
+    hidden) and the known options. It is raised here, before any connection,
+    because a broker client handed an unknown option fails later in its own
+    words (redis-py: a ``TypeError`` on every reconnect) or drops it silently.
     """
     parts = urlsplit(url)
-    merged: dict[str, Any] = {}
-    rest = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in known:
-            merged[key] = value
-        else:
-            rest.append((key, value))
-    unknown = set(options) - set(known)
+    from_url = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted((set(from_url) - set(known) - set(SHARED_OPTIONS)) | (set(options) - set(known)))
     if unknown:
         raise RouterError(
-            f"{parts.scheme}:// router ({url}): unknown option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(known)}"
+            f"{parts.scheme}:// router ({masked_url(url)}): unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join((*known, *SHARED_OPTIONS))}"
         )
+    merged = {k: v for k, v in from_url.items() if k not in SHARED_OPTIONS}
     merged.update({k: v for k, v in options.items() if v is not None})
-    query = "&".join(f"{k}={v}" for k, v in rest)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), merged
+    return urlunsplit(parts._replace(query="")), merged
 
 
 def tls_context(url: str, options: dict[str, Any]) -> ssl.SSLContext:
@@ -53,7 +84,7 @@ def tls_context(url: str, options: dict[str, Any]) -> ssl.SSLContext:
         if options.get("cert_file"):
             context.load_cert_chain(options["cert_file"], options.get("key_file") or None)
     except (OSError, ssl.SSLError) as exc:
-        raise RouterError(f"{url}: cannot load TLS files {options}: {exc}") from exc
+        raise RouterError(f"{masked_url(url)}: cannot load TLS files {options}: {exc}") from exc
     return context
 
 
@@ -69,7 +100,7 @@ def as_int(value: Any, name: str, url: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise RouterError(f"{url}: option {name}={value!r} must be an integer") from None
+        raise RouterError(f"{masked_url(url)}: option {name}={value!r} must be an integer") from None
 
 
 class KeyGate:

@@ -6,6 +6,10 @@ append is reported published only after ``fsync``. Several relays may append
 at once: each batch takes an exclusive ``flock`` on the file. Consumers keep
 their read offset per group in ``.groups/<group>/<destination>.offset``,
 written after ack, so a restarted consumer resumes where it acknowledged.
+
+Options (keyword or URL query, ``file://./events?max_bytes=1048576``):
+``max_bytes`` (default 16 MiB; a longer line fails permanently before it is
+written). The query is never part of the folder's name.
 """
 
 from __future__ import annotations
@@ -20,18 +24,20 @@ from typing import Sequence
 
 from ..envelope import Envelope, EnvelopeError
 from .base import HELD_BACK, Delivery, Destinations, PublishResult, RouterError
+from .common import as_int, masked_url, split_options
 
+OPTIONS = ("max_bytes",)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 
 
 def folder_of(url: str) -> Path:
-    """Return the folder a ``file://`` URL names."""
+    """Return the folder a ``file://`` URL names; its query (the options) is not part of it."""
     if not url.startswith("file://"):
-        raise RouterError(f"{url!r} is not a file:// URL")
-    rest = url[len("file://"):]
+        raise RouterError(f"{masked_url(url)!r} is not a file:// URL")
+    rest = url[len("file://"):].partition("?")[0]
     if not rest:
-        raise RouterError(f"{url!r} names no folder; e.g. file://./events or file:///var/lib/events")
+        raise RouterError(f"{masked_url(url)!r} names no folder; e.g. file://./events or file:///var/lib/events")
     if rest.startswith("localhost/"):
         rest = rest[len("localhost"):]
     return Path(rest)
@@ -44,10 +50,11 @@ def _file_name(destination: str) -> str:
 class FileRouter:
     """Appends events to ``<folder>/<destination>.jsonl``."""
 
-    def __init__(self, url: str, *, destinations: Destinations | None = None, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
+        url, opts = split_options(url, options, OPTIONS)
         self.folder = folder_of(url)
         self.destinations = destinations or Destinations()
-        self.max_bytes = max_bytes
+        self.max_bytes = as_int(opts.get("max_bytes", DEFAULT_MAX_BYTES), "max_bytes", url)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -95,6 +102,7 @@ class FileRouter:
     @classmethod
     def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "FileSubscription":
         """Open a consumer group over the files of ``destinations``."""
+        url, _ = split_options(url, options, OPTIONS)
         return FileSubscription(folder_of(url), group, destinations)
 
 

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import TLS_OPTIONS, KeyGate, as_int, require, split_options, too_large
+from .common import TLS_OPTIONS, KeyGate, as_int, masked_url, require, split_options, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "client_id", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024 - 1024
@@ -48,7 +48,7 @@ def _client(url: str, opts: dict, client_id: str, *, clean_start: bool):
     parts = urlsplit(url)
     tls = parts.scheme == "mqtts"
     if not tls and any(opts.get(name) for name in TLS_OPTIONS):
-        raise RouterError(f"{url}: TLS options need an mqtts:// URL")
+        raise RouterError(f"{masked_url(url)}: TLS options need an mqtts:// URL")
     client = mqtt.Client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
     )
@@ -59,7 +59,7 @@ def _client(url: str, opts: dict, client_id: str, *, clean_start: bool):
             client.tls_set(ca_certs=opts.get("ca_file") or None, certfile=opts.get("cert_file") or None,
                            keyfile=opts.get("key_file") or None)
         except (OSError, ValueError) as exc:
-            raise RouterError(f"{url}: cannot load TLS files: {exc}") from exc
+            raise RouterError(f"{masked_url(url)}: cannot load TLS files: {exc}") from exc
     connect_props = Properties(PacketTypes.CONNECT)
     connect_props.SessionExpiryInterval = 0 if clean_start else SESSION_EXPIRY
     host, port = parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883)
@@ -184,7 +184,7 @@ class MqttSubscription:
 
     def __init__(self, url: str, group: str, destinations: list[str], **options):
         if not destinations:
-            raise RouterError(f"{url}: name at least one destination (topic) to read")
+            raise RouterError(f"{masked_url(url)}: name at least one destination (topic) to read")
         self.url, opts = split_options(url, options, OPTIONS)
         self.mqtt, self.client, (host, port, props) = _client(self.url, opts, group, clean_start=False)
         self.client.manual_ack_set(True)
@@ -197,11 +197,11 @@ class MqttSubscription:
         try:
             self.client.connect(host, port, keepalive=30, clean_start=False, properties=props)
         except OSError as exc:
-            raise RouterError(f"{url}: cannot connect: {exc}") from exc
+            raise RouterError(f"{masked_url(url)}: cannot connect: {exc}") from exc
         self.client.loop_start()
         if not self._subscribed.wait(10):
             self.close()
-            raise RouterError(f"{url}: the broker did not confirm the subscription of {group!r}")
+            raise RouterError(f"{masked_url(url)}: the broker did not confirm the subscription of {group!r}")
 
     def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
         """Return up to ``max_events`` deliveries, waiting at most ``timeout`` for the first."""
@@ -214,7 +214,7 @@ class MqttSubscription:
             try:
                 envelope = envelope_of(msg.properties, msg.payload)
             except EnvelopeError as exc:
-                raise RouterError(f"{self.url}: topic {msg.topic}: not a CloudEvent: {exc}") from exc
+                raise RouterError(f"{masked_url(self.url)}: topic {msg.topic}: not a CloudEvent: {exc}") from exc
             out.append(Delivery(
                 envelope=envelope, destination=msg.topic, redelivered=bool(msg.dup),
                 _ack=lambda m=msg: self.client.ack(m.mid, m.qos),

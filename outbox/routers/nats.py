@@ -49,7 +49,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import TLS_OPTIONS, KeyGate, require, split_options, tls_context, too_large
+from .common import TLS_OPTIONS, KeyGate, masked_url, require, split_options, tls_context, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "duplicate_window", "rewind", *TLS_OPTIONS)
 _TLS_SCHEMES = ("tls", "nats+tls")
@@ -79,7 +79,7 @@ def _server(url: str, opts: dict) -> tuple[str, Any]:
     if parts.scheme in _TLS_SCHEMES:
         return urlunsplit(("tls", parts.netloc, "", "", "")), tls_context(url, opts)
     if any(opts.get(name) for name in TLS_OPTIONS):
-        raise RouterError(f"{url}: TLS options need a tls:// or nats+tls:// URL")
+        raise RouterError(f"{masked_url(url)}: TLS options need a tls:// or nats+tls:// URL")
     return urlunsplit(("nats", parts.netloc, "", "", "")), None
 
 
@@ -307,7 +307,7 @@ class NatsSubscription:
 
     def __init__(self, url: str, group: str, destinations: list[str], **options):
         if not destinations:
-            raise RouterError(f"{url}: name at least one destination (stream) to read")
+            raise RouterError(f"{masked_url(url)}: name at least one destination (stream) to read")
         self.url, opts = split_options(url, options, OPTIONS)
         self.client = _Client(self.url, opts)
         self.group = group
@@ -319,7 +319,7 @@ class NatsSubscription:
             self.subs = self.client.loop.run(self._open(), timeout=30)
         except Exception as exc:
             self.client.close()
-            raise RouterError(f"{url}: cannot open consumer {group!r}: {type(exc).__name__}: {exc}") from exc
+            raise RouterError(f"{masked_url(url)}: cannot open consumer {group!r}: {type(exc).__name__}: {exc}") from exc
 
     async def _open(self):
         js = await self.client.connect()
@@ -378,7 +378,7 @@ class NatsSubscription:
                 try:
                     envelope = envelope_of(msg.headers, msg.data)
                 except EnvelopeError as exc:
-                    raise RouterError(f"{self.url}: stream {name}: not a CloudEvent: {exc}") from exc
+                    raise RouterError(f"{masked_url(self.url)}: stream {name}: not a CloudEvent: {exc}") from exc
                 out.append(Delivery(
                     envelope=envelope, destination=name,
                     redelivered=(msg.metadata.num_delivered > 1

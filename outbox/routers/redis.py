@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from ..envelope import Envelope, EnvelopeError
 from .base import Delivery, Destinations, PublishResult, RouterError
-from .common import TLS_OPTIONS, KeyGate, as_int, require, split_options, too_large
+from .common import TLS_OPTIONS, KeyGate, as_int, masked_url, require, split_options, too_large
 
 OPTIONS = ("maxlen", "max_bytes", "consumer", *TLS_OPTIONS)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -36,6 +36,13 @@ _TRANSIENT_REPLIES = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAG
 
 
 def _client(url: str, opts: dict):
+    """Return (the redis module, a client for ``url``), after checking the URL's options.
+
+    The check is here as well as in the router because the watch opens its
+    reader through this function with the router URL as configured; an option
+    left in the URL would reach redis-py as an unexpected keyword argument.
+    """
+    url, opts = split_options(url, opts, OPTIONS)
     redis = require("redis", "redis", url.split(":", 1)[0])
     kwargs = {"socket_timeout": 10, "socket_connect_timeout": 5}
     if url.startswith("rediss://"):
@@ -46,11 +53,11 @@ def _client(url: str, opts: dict):
         if opts.get("key_file"):
             kwargs["ssl_keyfile"] = opts["key_file"]
     elif any(opts.get(name) for name in TLS_OPTIONS):
-        raise RouterError(f"{url}: TLS options need a rediss:// URL")
+        raise RouterError(f"{masked_url(url)}: TLS options need a rediss:// URL")
     try:
         return redis, redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
-        raise RouterError(f"{url}: not a Redis URL ({exc}); e.g. redis://127.0.0.1:6379/0") from exc
+        raise RouterError(f"{masked_url(url)}: not a Redis URL ({exc}); e.g. redis://127.0.0.1:6379/0") from exc
 
 
 def pack_event(stream: str, event: Envelope, maxlen: int | None = None) -> bytes:
@@ -180,7 +187,7 @@ class RedisSubscription:
 
     def __init__(self, url: str, group: str, destinations: list[str], **options):
         if not destinations:
-            raise RouterError(f"{url}: name at least one destination (stream) to read")
+            raise RouterError(f"{masked_url(url)}: name at least one destination (stream) to read")
         self.url, opts = split_options(url, options, OPTIONS)
         self.redis, self.client = _client(self.url, opts)
         self.group = group
@@ -191,9 +198,9 @@ class RedisSubscription:
                 self.client.xgroup_create(stream, group, id="0", mkstream=True)
             except self.redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
-                    raise RouterError(f"{url}: cannot create group {group!r} on {stream!r}: {exc}") from exc
+                    raise RouterError(f"{masked_url(url)}: cannot create group {group!r} on {stream!r}: {exc}") from exc
             except self.redis.ConnectionError as exc:
-                raise RouterError(f"{url}: redis unreachable: {exc}") from exc
+                raise RouterError(f"{masked_url(url)}: redis unreachable: {exc}") from exc
         #: Per stream, the id after which this consumer's unacked entries are read next; None once
         #: they are all read again (first this consumer's entries from an earlier run).
         self._pending_after: dict[str, str] | None = {s: "0" for s in self.streams}
@@ -233,7 +240,7 @@ class RedisSubscription:
                 try:
                     envelope = envelope_of(fields)
                 except (EnvelopeError, UnicodeDecodeError) as exc:
-                    raise RouterError(f"{self.url}: stream {stream} entry {entry_id!r} is not a CloudEvent: {exc}") from exc
+                    raise RouterError(f"{masked_url(self.url)}: stream {stream} entry {entry_id!r} is not a CloudEvent: {exc}") from exc
                 out.append(Delivery(
                     envelope=envelope, destination=stream, redelivered=redelivered,
                     _ack=lambda s=stream, i=entry_id: self.client.xack(s, self.group, i),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -281,15 +280,6 @@ def _aggregate(value: str) -> tuple[str, str | None]:
     return aggregate_type, aggregate_id if sep else None
 
 
-def _shown_url(url: str) -> str:
-    """``url`` without its password, for output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 _REPLAY_NOTE = ("consumers de-duplicate by event id (their inbox): events they already handled are skipped, "
                 "so a replay is safe for them")
 
@@ -336,7 +326,7 @@ def replay_command(ctx, db_url, router_url, since, until, types, aggregates, ids
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from outbox.replay import Selection, replay
-    from outbox.routers import Destinations, RouterError, open_router, split_destination_prefix
+    from outbox.routers import Destinations, RouterError, masked_url, open_router, split_destination_prefix
 
     from .outbox import _cutoff, engine_for
     from .relay import envelope_transform_for
@@ -365,7 +355,7 @@ def replay_command(ctx, db_url, router_url, since, until, types, aggregates, ids
             try:
                 router = open_router(config.router)
             except RouterError as exc:
-                raise click.UsageError(f"--router {_shown_url(config.router)!r}: {exc}") from None
+                raise click.UsageError(f"--router {masked_url(config.router)!r}: {exc}") from None
         show_progress = not as_json and sys.stderr.isatty()
 
         def progress(result) -> None:
@@ -387,7 +377,7 @@ def replay_command(ctx, db_url, router_url, since, until, types, aggregates, ids
         if router is not None:
             router.close()
         engine.dispose()
-    target = _shown_url(config.router)
+    target = masked_url(config.router)
     if as_json:
         click.echo(json.dumps({"router": target, **result.as_dict()}, ensure_ascii=False))
     else:

@@ -131,7 +131,7 @@ def command(
     if any(isinstance(r, GroupRule) for r in rules):
         try:
             lister = group_lister(config.router, destinations)
-        except SourceError as exc:
+        except (SourceError, RouterError) as exc:  # RouterError: an unknown option in the URL
             raise click.UsageError(str(exc)) from None
         if lister is None:
             raise click.UsageError(
