@@ -151,3 +151,36 @@ def test_decrypt_needs_a_key_and_refuses_an_open_key_file(published):
     os.chmod(key, 0o644)
     result = run("events", "decrypt", "--key", str(key), input=envelope.to_json())
     assert result.exit_code == 2 and "chmod 600" in result.output
+
+
+def plaintext_envelope(type_="shop.order.created"):
+    from outbox.envelope import Envelope
+    from tests.outbox.crypto_helpers import attributes
+
+    a = attributes(type_)
+    return Envelope.from_attributes({**a, "specversion": "1.0", "datacontenttype": "application/json"},
+                                    json.dumps({"email": CANARY}).encode())
+
+
+def test_decrypt_with_a_key_and_no_policy_rejects_a_plaintext_event(tmp_path, monkeypatch):
+    world = make_world(tmp_path / "world")
+    monkeypatch.chdir(tmp_path)  # no policy file here: the default of --policy applies
+    key = str(world.keys / "billing-1.private.jwk")
+    result = run("events", "decrypt", "--key", key, "--keys-dir", str(world.keys),
+                 input=plaintext_envelope().to_json() + b"\n")
+    assert result.exit_code == 1 and "plaintext" in result.output, result.output
+
+
+def test_decrypt_applies_the_configured_policy_file_by_default(tmp_path, monkeypatch):
+    world = make_world(tmp_path / "world")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "strangler-policy.toml").write_text(  # the world's policy, moved where the config looks
+        world.policy_path.read_text().replace('types = ["shop.heartbeat"]', 'types = ["shop.stock.*"]')
+    )
+    key = str(world.keys / "billing-1.private.jwk")
+    allowed = run("events", "decrypt", "--key", key, "--keys-dir", str(world.keys),
+                  input=plaintext_envelope("shop.stock.changed").to_json() + b"\n")
+    assert allowed.exit_code == 0, allowed.output
+    refused = run("events", "decrypt", "--key", key, "--keys-dir", str(world.keys),
+                  input=plaintext_envelope("shop.order.created").to_json() + b"\n")
+    assert refused.exit_code == 1, refused.output

@@ -11,6 +11,7 @@ outbox rows again, as the relay would (``outbox.replay``).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 
@@ -25,7 +26,12 @@ def command() -> None:
 
 
 def _opener(key_files: tuple[str, ...], keys_dir: str, policy_path: str | None):
-    """Return an Opener holding the given private key(s) and the producers' public keys, or None."""
+    """Return an Opener holding the given private key(s) and the producers' public keys, or None.
+
+    Without a policy file the opener trusts every producer key on file and
+    accepts no plaintext: a human who passes ``--key`` expects sealed events,
+    and one that arrives readable and unsigned is a finding, not a pass.
+    """
     if not key_files:
         return None
     try:
@@ -56,8 +62,8 @@ def _opener(key_files: tuple[str, ...], keys_dir: str, policy_path: str | None):
         except crypto.PolicyError as exc:
             raise click.UsageError(str(exc)) from None
     else:
-        # Looking, not consuming: trust every producer key on file, accept plaintext.
-        policy = Policy(plaintext=["*"], trust={service: sorted({k.name for k in producers})}, origin="--key")
+        policy = Policy(trust={service: sorted({k.name for k in producers})},
+                        origin="the default of --policy (no plaintext, every producer key on file trusted)")
     ring = KeyRing([*own, *producers])
     return crypto.Opener(service, ring, policy)
 
@@ -114,7 +120,18 @@ _KEY = click.option(
     help="A service's private key file (mode 0600) to decrypt with; repeat for several versions.",
 )
 _KEYS_DIR = click.option("--keys-dir", help="Folder with the producers' public keys, to verify signatures.")
-_POLICY = click.option("--policy", help="Policy file: verify trust as the service would (default: trust every producer key on file).")
+_POLICY = click.option(
+    "--policy",
+    help="Policy file: verify trust and plaintext allowances as the service would (default: crypto.policy "
+         "if that file exists, else trust every producer key on file and accept no plaintext).",
+)
+
+
+def _policy_path(given: str | None, config) -> str | None:
+    """``--policy``, else the configured policy file where it exists."""
+    if given:
+        return given
+    return config.crypto.policy if os.path.isfile(config.crypto.policy) else None
 
 
 @command.command("tail")
@@ -144,7 +161,7 @@ def tail_command(ctx, router_url, destinations, key_files, keys_dir, policy, cou
     from outbox.routers import RouterError, open_subscription
 
     config = load(ctx, router=router_url, crypto__keys_dir=keys_dir)
-    opener = _opener(key_files, config.crypto.keys_dir, policy)
+    opener = _opener(key_files, config.crypto.keys_dir, _policy_path(policy, config))
     group = f"strangler-tail-{uuid.uuid4().hex[:8]}"
     try:
         subscription = open_subscription(config.router, group=group, destinations=list(destinations))
@@ -196,7 +213,7 @@ def decrypt_command(ctx, source, key_files, keys_dir, policy, as_json):
     if not key_files:
         raise click.UsageError("pass --key FILE: the private key of a service the event is encrypted for")
     config = load(ctx, crypto__keys_dir=keys_dir)
-    opener = _opener(key_files, config.crypto.keys_dir, policy)
+    opener = _opener(key_files, config.crypto.keys_dir, _policy_path(policy, config))
     failed = 0
     for number, line in enumerate(source, 1):
         if not line.strip():
