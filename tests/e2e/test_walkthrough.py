@@ -84,3 +84,14 @@ def test_a_check_that_does_not_hold_fails_the_walkthrough(tmp_path):
     proc = walkthrough(tmp_path, "nosuchbroker://127.0.0.1:1")
     assert proc.returncode == 1
     assert "✗" in proc.stdout and "Failed:" in proc.stdout
+
+
+def test_a_work_folder_that_is_not_empty_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "shop.db").write_text("")  # a previous run's
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolkit", "walkthrough", "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "is not empty" in proc.stderr
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["shop.db"]

@@ -34,6 +34,13 @@ def test_new_service_key_writes_a_private_0600_file_and_prints_no_key_material(k
     assert secret not in result.output and "billing-1" in result.output and "give it to the billing" in result.output
 
 
+def test_new_for_a_name_that_has_keys_points_to_rotate_and_makes_none(keys_dir):
+    run("keys", "new", "billing", "--keys-dir", keys_dir)
+    result = run("keys", "new", "billing", "--keys-dir", keys_dir)
+    assert result.exit_code == 2 and "strangler keys rotate billing" in result.output
+    assert not os.path.exists(os.path.join(keys_dir, "billing-2.jwk"))
+
+
 def test_new_producer_key_is_named_after_the_source(keys_dir, monkeypatch):
     monkeypatch.setenv("STRANGLER_SOURCE", "/shop")
     result = run("keys", "new", "--producer", "--keys-dir", keys_dir, "--json")

@@ -7,6 +7,7 @@ and a private one only with ``--private``.
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -88,11 +89,28 @@ def new_command(ctx, name: str | None, producer: bool, curve: str | None, keys_d
         crypto.keys.check_name(name)
     except crypto.KeyFileError as exc:
         raise click.UsageError(str(exc)) from None
+    _refuse_a_second_first_key(crypto, config.crypto.keys_dir, name)
     try:
         info = crypto.new_key(config.crypto.keys_dir, name, producer=producer, curve=config.crypto.curve)
     except crypto.KeyFileError as exc:
         raise Problems(str(exc)) from None
     _created(info, as_json)
+
+
+def _refuse_a_second_first_key(crypto, keys_dir: str, name: str) -> None:
+    """``keys new`` makes a name's first key: a second version is a rotation, with its own steps."""
+    if not os.path.isdir(keys_dir):
+        return
+    try:
+        existing = crypto.KeyRing.load(keys_dir).of(name)
+    except crypto.KeyFileError as exc:
+        raise Problems(str(exc)) from None
+    if existing:
+        kids = ", ".join(k.kid for k in existing)
+        raise click.UsageError(
+            f"{name!r} already has keys in {keys_dir} ({kids}); to add the next version, "
+            f"run: strangler keys rotate {name}"
+        )
 
 
 @command.command("rotate")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -11,7 +12,7 @@ import click
 @click.option("--router", default="file://./events", show_default=True,
               help="Router URL the relay publishes to and the service reads from.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
-              help="Work folder (default: a new temporary folder, removed afterwards unless --keep).")
+              help="Work folder, new or empty (default: a new temporary folder, removed afterwards unless --keep).")
 @click.option("--keep", is_flag=True, help="Keep the temporary work folder to look around afterwards.")
 @click.pass_context
 def command(ctx: click.Context, router: str, workdir: str | None, keep: bool) -> None:
@@ -34,5 +35,10 @@ def command(ctx: click.Context, router: str, workdir: str | None, keep: bool) ->
     """
     from ..walkthrough import run_walkthrough
 
+    if workdir is not None and Path(workdir).is_dir() and any(Path(workdir).iterdir()):
+        # The checks count what this run makes (e-mails, events, keys); a previous run's would count too.
+        raise click.UsageError(
+            f"--workdir {workdir} is not empty (a previous walkthrough?): remove it or name a new folder"
+        )
     code = run_walkthrough(workdir, router, sys.stdout, keep=keep)
     ctx.exit(code)
