@@ -8,6 +8,7 @@ are held, never the trees.
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import dataclasses
 import difflib
@@ -128,6 +129,25 @@ def _process(path: Path) -> FileResult:
     return process_file(path, _STATE["index"], _STATE["options"])
 
 
+def _syntax_error(text: str, shown: str, exc: cst.ParserSyntaxError) -> tuple[int, str]:
+    """The line and reason to report for a file libcst cannot parse.
+
+    libcst names where its parser stopped, often the line after the mistake
+    (an unclosed parenthesis is reported where the next line starts); Python's
+    own compiler names the line a user's editor and CI point at. A file Python
+    compiles but libcst does not is newer syntax than libcst knows.
+    """
+    try:
+        compile(text, shown, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as python:
+        return python.lineno or exc.raw_line, f"does not parse as Python 3: {python.msg}"
+    except (ValueError, RecursionError):  # null bytes, nesting too deep: libcst's words will do
+        pass
+    else:
+        return exc.raw_line, f"libcst cannot parse it (newer syntax than it knows?): {exc.message}"
+    return exc.raw_line, f"does not parse as Python 3: {exc.message}"
+
+
 def process_file(path: Path, index: index_mod.Index, options: Options) -> FileResult:
     """Scan (and, with ``options.rewrite``, rewrite) one file; never raises for a bad file."""
     shown = _display(path, options.root)
@@ -140,8 +160,8 @@ def process_file(path: Path, index: index_mod.Index, options: Options) -> FileRe
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
-        return FileResult(path=shown, status="skipped", line=exc.raw_line,
-                          reason=f"does not parse as Python 3: {exc.message}")
+        line, reason = _syntax_error(text, shown, exc)
+        return FileResult(path=shown, status="skipped", line=line, reason=reason)
     except Exception as exc:  # libcst raises a few other errors on odd input
         return FileResult(path=shown, status="skipped", line=1, reason=f"does not parse: {exc}")
     modname, _ = index_mod.module_name(path)

@@ -706,6 +706,8 @@ def test_skip_options(tmp_path):
 @pytest.mark.parametrize("source, line", [
     ("print 'python 2'\n", 1),
     ("x = = 1\n", 1),
+    ("def broken(:\n    pass\n", 1),  # libcst stops on line 2; the mistake, as Python names it, is on line 1
+    ("x = 1\nif x\n    y = 2\n", 2),
 ])
 def test_unparsable_files_are_skipped_with_path_and_line(tmp_path, source, line):
     write_tree(tmp_path, {"app/bad.py": source})
