@@ -14,7 +14,7 @@ import threading
 from typing import Any, Callable, Sequence
 
 from ..envelope import JOSE_CONTENT_TYPE, Envelope, parse_time
-from ..routers import open_subscription
+from ..routers import RouterError, masked_url, open_subscription
 from .engine import Observation, Watch, recipient_kids
 
 DEFAULT_GROUP = "strangler-watch"
@@ -128,14 +128,22 @@ class RedisReader:
         self.kid_of = producer_kid_of
         self.position: dict[str, str] = {}
         self._moved: dict[str, str] = {}
-        for stream in destinations:
-            try:
-                self.client.xgroup_create(stream, group, id="0", mkstream=True)
-            except self.redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            info = {self._text(g["name"]): g for g in self.client.xinfo_groups(stream)}
-            self.position[stream] = self._text(info[group]["last-delivered-id"])
+        try:
+            for stream in destinations:
+                self._join(stream)
+        except self.redis.RedisError as exc:
+            self.client.close()
+            raise RouterError(f"redis at {masked_url(router_url)} cannot be watched: {exc}") from None
+
+    def _join(self, stream: str) -> None:
+        """Create the watch's group on ``stream`` (once) and start from where it last read."""
+        try:
+            self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+        except self.redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        info = {self._text(g["name"]): g for g in self.client.xinfo_groups(stream)}
+        self.position[stream] = self._text(info[self.group]["last-delivered-id"])
 
     @staticmethod
     def _text(value: Any) -> str:

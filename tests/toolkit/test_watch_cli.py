@@ -169,6 +169,14 @@ def test_a_gap_rule_without_a_database_is_a_usage_error(router, tmp_path, monkey
     assert result.exit_code == 2 and "pass --db URL" in result.output
 
 
+def test_a_redis_that_does_not_answer_is_a_usage_error_without_its_password(router):
+    _, rules = router
+    result = run("--router", "redis://:s3cret@127.0.0.1:1/0", "--rules", str(rules), "--destination", "customer",
+                 "--once")
+    assert result.exit_code == 2 and "cannot be watched" in result.output and "Connection refused" in result.output
+    assert "s3cret" not in result.output
+
+
 def test_the_watch_posts_each_alert_to_a_webhook(router):
     import http.server
     import threading

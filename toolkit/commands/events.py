@@ -22,7 +22,15 @@ from ..context import Problems, load
 
 @click.group(name="events")
 def command() -> None:
-    """Tail, decrypt, replay and trace events: on a router, and through the outbox and inboxes."""
+    """Tail, decrypt, replay and trace events: on a router, and through the outbox and inboxes.
+
+    \b
+    Examples:
+      strangler events tail --destination order
+      strangler events tail --destination order --key keys/billing-1.private.jwk --keys-dir keys
+      strangler events trace 0191c3c8-8f8a-7cc0-9a3e-6a1f6b7c8d9e
+      strangler events replay --since 2h --type 'shop.order.*' --dry-run
+    """
 
 
 def _opener(key_files: tuple[str, ...], keys_dir: str, policy_path: str | None):

@@ -16,7 +16,15 @@ from ..context import Problems, load
 
 @click.group(name="keys")
 def command() -> None:
-    """Make, rotate, retire and list event keys (consumer encryption keys, producer signing keys)."""
+    """Make, rotate, retire and list event keys (consumer encryption keys, producer signing keys).
+
+    \b
+    Examples:
+      strangler keys new --producer            # the monolith's signing key, e.g. shop-1
+      strangler keys new billing               # billing's key: events of its types are encrypted to it
+      strangler keys list
+      strangler keys rotate billing            # then: strangler keys retire billing-1
+    """
 
 
 def _crypto():
