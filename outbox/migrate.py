@@ -30,8 +30,13 @@ def standalone_config(db_url: str, *, table_name: str | None = None) -> AlembicC
     return cfg
 
 
-def monolith_config(alembic_ini: str | Path, db_url: str | None = None) -> AlembicConfig:
-    """Return the monolith's Alembic config, checked to include the outbox version location."""
+def monolith_config(
+    alembic_ini: str | Path, db_url: str | None = None, table_name: str | None = None
+) -> AlembicConfig:
+    """Return the monolith's Alembic config, checked to include the outbox version location.
+
+    ``table_name`` (the configured ``outbox_table``) is what the outbox revisions create.
+    """
     path = Path(alembic_ini)
     if not path.is_file():
         raise MigrationError(f"{path}: no such Alembic configuration file")
@@ -45,6 +50,8 @@ def monolith_config(alembic_ini: str | Path, db_url: str | None = None) -> Alemb
         )
     if db_url:
         cfg.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))
+    if table_name:
+        cfg.set_main_option("strangler.outbox_table", table_name)
     return cfg
 
 

@@ -35,22 +35,28 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
             return outbox.migrations.include_object(obj, name, type_, reflected, compare_to) and ...
     """
     table_name = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
-    if table_name and table_name.startswith(OWNED_PREFIXES):
+    if table_name and (table_name.startswith(OWNED_PREFIXES) or table_name in _configured_tables()):
         return False
     return True
+
+
+def _configured_tables() -> tuple[str, ...]:
+    """The outbox, leases and relays tables under the configured outbox name (``outbox_table``)."""
+    outbox = table_name_for_migration()
+    return (outbox, f"{outbox}_leases", f"{outbox}_relays")
 
 
 def table_name_for_migration() -> str:
     """Return the outbox table name a migration should use.
 
-    From ``strangler.outbox_table`` in the Alembic config, else the
-    ``STRANGLER_OUTBOX_TABLE`` variable, else ``strangler_outbox``.
+    From ``strangler.outbox_table`` in the Alembic config, else ``outbox_table``
+    of strangler's configuration (``strangler.toml``, then the
+    ``STRANGLER_OUTBOX_TABLE`` variable), else ``strangler_outbox``: the name
+    ``emit`` writes to, when ``alembic upgrade heads`` runs in the monolith.
     """
-    import os
-
     from alembic import context
 
-    from ..table import DEFAULT_TABLE_NAME
+    from toolkit.config import load_config
 
     name = None
     try:
@@ -58,4 +64,4 @@ def table_name_for_migration() -> str:
         name = config.get_main_option("strangler.outbox_table") if config is not None else None
     except Exception:  # not inside an Alembic run (e.g. imported by a test)
         name = None
-    return name or os.environ.get("STRANGLER_OUTBOX_TABLE") or DEFAULT_TABLE_NAME
+    return name or load_config().outbox_table

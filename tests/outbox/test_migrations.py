@@ -283,6 +283,24 @@ def test_cli_migrates_into_the_monolith_history(sqlite_url, tmp_path):
     assert heads == {migrate.head_revision()}
 
 
+def test_cli_migrates_the_configured_outbox_table_into_the_monolith_history(sqlite_url, tmp_path, monkeypatch):
+    ini = _monolith_project(tmp_path, sqlite_url)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "strangler.toml").write_text('outbox_table = "shop_events"\n')
+    result = CliRunner().invoke(cli, ["outbox", "migrate", "--alembic-ini", str(ini), "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    assert {"shop_events", "shop_events_leases"} <= table_names(sqlite_url)
+    assert "strangler_outbox" not in table_names(sqlite_url)
+
+
+def test_include_object_hides_the_configured_outbox_tables(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "strangler.toml").write_text('outbox_table = "shop_events"\n')
+    for name in ("shop_events", "shop_events_leases", "shop_events_relays", "strangler_alembic_version"):
+        assert include_object(None, name, "table", True, None) is False, name
+    assert include_object(None, "shop_orders", "table", True, None) is True
+
+
 def test_cli_explains_a_missing_version_location(sqlite_url, tmp_path):
     ini = _monolith_project(tmp_path, sqlite_url, with_outbox_location=False)
     result = CliRunner().invoke(cli, ["outbox", "migrate", "--alembic-ini", str(ini)])
