@@ -191,3 +191,9 @@ def test_decrypt_applies_the_configured_policy_file_by_default(tmp_path, monkeyp
     refused = run("events", "decrypt", "--key", key, "--keys-dir", str(world.keys),
                   input=plaintext_envelope("shop.order.created").to_json() + b"\n")
     assert refused.exit_code == 1, refused.output
+
+
+def test_tail_says_when_it_found_no_events(tmp_path):
+    result = run("events", "tail", "--router", f"file://{tmp_path}/evnets", "--destination", "order")
+    assert result.exit_code == 0
+    assert f"no events on order at file://{tmp_path}/evnets" in result.output

@@ -149,7 +149,7 @@ def _policy_path(given: str | None, config) -> str | None:
 @_KEY
 @_KEYS_DIR
 @_POLICY
-@click.option("--count", type=int, default=None, help="Stop after this many events.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after this many events.")
 @click.option("--follow", is_flag=True, help="Keep waiting for new events (Ctrl-C to stop).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
 @click.pass_context
@@ -166,7 +166,7 @@ def tail_command(ctx, router_url, destinations, key_files, keys_dir, policy, cou
       strangler events tail --router redis://127.0.0.1:6379/0 --destination order \\
           --key .strangler/keys/billing-1.private.jwk --json
     """
-    from outbox.routers import RouterError, open_subscription
+    from outbox.routers import RouterError, masked_url, open_subscription
 
     config = load(ctx, router=router_url, crypto__keys_dir=keys_dir)
     opener = _opener(key_files, config.crypto.keys_dir, _policy_path(policy, config))
@@ -194,6 +194,8 @@ def tail_command(ctx, router_url, destinations, key_files, keys_dir, policy, cou
         raise Problems(str(exc)) from None
     finally:
         subscription.close()
+    if not seen:  # say so: a misspelt destination or folder reads as nothing at all
+        click.echo(f"no events on {', '.join(destinations)} at {masked_url(config.router)}", err=True)
     if failed:
         raise Problems(f"{failed} of {seen} events failed verification or decryption")
 
