@@ -132,6 +132,8 @@ class RelayStats:
     failed: int = 0
     dead: int = 0
     lost_marks: int = 0
+    #: Why the first failed publish failed (e.g. the broker unreachable): a once-run's summary names it.
+    first_error: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -822,6 +824,7 @@ class Relay:
                     lags.append((now - row.envelope.time).total_seconds())
                 continue
             failed += 1
+            self.stats.first_error = self.stats.first_error or result.error
             if result.permanent:
                 failed_keys.add(row.key)
                 self.metrics.failed(row.type, "permanent")

@@ -1,8 +1,11 @@
 """Process-wide outbox settings: the producer's identity and how payloads are sealed.
 
-A monolith calls ``outbox.configure(...)`` once at start-up, or leaves it to
-the environment: ``STRANGLER_SOURCE``, ``STRANGLER_OUTBOX_TABLE`` and the
-``STRANGLER_CRYPTO_*`` variables, the same names the ``strangler`` command reads.
+A monolith reads the configuration the ``strangler`` command reads
+(``strangler.toml`` or ``[tool.strangler]`` from the working folder upwards,
+then the ``STRANGLER_*`` variables): ``source``, ``outbox_table`` and
+``[crypto]``. ``outbox.configure(...)`` in code overrides it. One file for both
+matters: a monolith that read only its environment wrote plaintext events
+while the project's ``strangler.toml`` said they were encrypted.
 """
 
 from __future__ import annotations
@@ -45,33 +48,46 @@ class OutboxSettings:
             )
 
 
-def _from_environment() -> OutboxSettings:
-    """Settings from the same variables the ``strangler`` command reads.
+def _from_configuration() -> OutboxSettings:
+    """Settings from the ``strangler`` command's configuration (file, then environment).
 
-    With ``STRANGLER_CRYPTO_POLICY`` set, events are sealed per
-    ``STRANGLER_CRYPTO_ENCRYPT_AT`` (``emit`` by default) with the keys in
-    ``STRANGLER_CRYPTO_KEYS_DIR``, so a monolith is switched to encrypted
-    events by its deployment, without a code change.
+    A bad file or variable raises ``toolkit.config.ConfigError`` here, at the
+    first emit, with the message the command would print: failing loudly
+    beats writing events the configuration says must not be written.
     """
-    sealer = None
-    policy = os.environ.get("STRANGLER_CRYPTO_POLICY")
-    encrypt_at = os.environ.get("STRANGLER_CRYPTO_ENCRYPT_AT", "emit")
-    if policy and encrypt_at != "off":
-        from .crypto import producer_crypto
+    from toolkit.config import load_config  # the standard library only: no CLI dependency
 
-        sealer = producer_crypto(
-            encrypt_at,
-            os.environ.get("STRANGLER_CRYPTO_KEYS_DIR", ".strangler/keys"),
-            policy,
-            producer=os.environ.get("STRANGLER_CRYPTO_PRODUCER", ""),
-            reuse_events=int(os.environ.get("STRANGLER_CRYPTO_REUSE_EVENTS", "1000")),
-            reuse_seconds=float(os.environ.get("STRANGLER_CRYPTO_REUSE_SECONDS", "60")),
-        ).sealer
+    config = load_config()
     return OutboxSettings(
-        source=os.environ.get("STRANGLER_SOURCE", "/monolith"),
-        table_name=os.environ.get("STRANGLER_OUTBOX_TABLE", DEFAULT_TABLE_NAME),
-        sealer=sealer,
+        source=config.source, table_name=config.outbox_table, sealer=_sealer_for(config.crypto, config.origin)
     )
+
+
+def _sealer_for(crypto, origin: str) -> PayloadSealer | None:
+    """The sealer ``crypto.encrypt_at`` asks for, or None where events stay in plaintext.
+
+    Sealing is on when the policy file exists: a project without one (at the
+    default path) is in development and writes plaintext, as before it
+    adopted encryption. A policy file named explicitly must exist.
+    """
+    from toolkit.config import ConfigError, CryptoConfig
+
+    if crypto.encrypt_at == "off":
+        return None
+    if not os.path.isfile(crypto.policy):
+        if crypto.policy == CryptoConfig().policy:
+            return None
+        where = "environment variable STRANGLER_CRYPTO_POLICY" if "STRANGLER_CRYPTO_POLICY" in os.environ else origin
+        raise ConfigError(
+            f"{where}: crypto.policy = {crypto.policy!r}: no such file (relative paths are from "
+            f"{os.getcwd()}); write the policy there, or set crypto.encrypt_at = 'off' to emit plaintext"
+        )
+    from .crypto import producer_crypto
+
+    return producer_crypto(
+        crypto.encrypt_at, crypto.keys_dir, crypto.policy, producer=crypto.producer,
+        reuse_events=crypto.reuse_events, reuse_seconds=crypto.reuse_seconds,
+    ).sealer
 
 
 _current: OutboxSettings | None = None
@@ -92,7 +108,7 @@ def configure(
 
 
 def reset() -> None:
-    """Forget configured settings (tests), so the environment is read again."""
+    """Forget configured settings (tests), so the configuration is read again."""
     global _current
     _current = None
 
@@ -101,5 +117,5 @@ def current() -> OutboxSettings:
     """Return the settings in force."""
     global _current
     if _current is None:
-        _current = _from_environment()
+        _current = _from_configuration()
     return _current

@@ -25,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .keys import KeyFileError, KeyInfo, KeyRing, load_key_file, new_key, retire_key, rotate_key
 from .open import Opened, Opener, RejectedEvent
 from .policy import Policy, PolicyError, load_policy
-from .seal import PolicyCheck, SealError, Sealer, relay_transform
+from .seal import PlaintextRefused, PolicyCheck, SealError, Sealer, plaintext_guard, relay_transform
 from .setup import ProducerCrypto, producer_crypto
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "KeyRing",
     "Opened",
     "Opener",
+    "PlaintextRefused",
     "Policy",
     "PolicyCheck",
     "PolicyError",
@@ -44,6 +45,7 @@ __all__ = [
     "load_key_file",
     "load_policy",
     "new_key",
+    "plaintext_guard",
     "producer_crypto",
     "relay_transform",
     "retire_key",

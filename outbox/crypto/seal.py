@@ -269,17 +269,48 @@ def relay_transform(sealer: Sealer) -> Callable[[Envelope], Envelope]:
     return transform
 
 
+class PlaintextRefused(Exception):
+    """A plaintext row of a type the policy encrypts reached a relay that forwards sealed rows."""
+
+
+def plaintext_guard(policy: Policy) -> Callable[[Envelope], Envelope]:
+    """Return the relay's ``envelope_transform`` for ``encrypt_at = "emit"``: refuse plaintext the policy forbids.
+
+    At emit time encryption the relay forwards what the monolith sealed. A
+    process of the monolith that did not see the policy (another working
+    folder, a worker started without the configuration) writes plaintext, and
+    forwarding it would put readable data on the broker. The row fails
+    instead, permanently (held back, dead after ``max_attempts``), and the
+    sealed rows pass at the cost of one comparison.
+    """
+
+    def guard(envelope: Envelope) -> Envelope:
+        if envelope.datacontenttype == JOSE_CONTENT_TYPE or policy.plaintext_allowed(envelope.type):
+            return envelope
+        raise PlaintextRefused(
+            f"event type {envelope.type!r} must be encrypted ({policy.origin}) but this row is plaintext: "
+            "the process that emitted it ran without the policy (is strangler.toml or "
+            "STRANGLER_CRYPTO_POLICY visible to it?); to seal and publish such rows, run the relay "
+            "with crypto.encrypt_at = 'relay' (it needs the producer's signing key), then "
+            "'strangler outbox retry' for the dead ones"
+        )
+
+    return guard
+
+
 __all__ = [
     "AAD_ATTRIBUTES",
     "ENC",
     "KeyFileError",
     "PROTECTED",
     "PolicyCheck",
+    "PlaintextRefused",
     "PolicyError",
     "SIGNED_ATTRIBUTES",
     "SealError",
     "Sealer",
     "aad_bytes",
+    "plaintext_guard",
     "relay_transform",
     "wrap_content_key",
 ]

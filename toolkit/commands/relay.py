@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -126,7 +127,14 @@ class StopSignals:
 
 
 def envelope_transform_for(config):
-    """Return the relay's envelope transform: sealing with ``crypto.encrypt_at = "relay"``, else None."""
+    """Return the relay's envelope transform for ``crypto.encrypt_at``.
+
+    ``relay``: seal. ``emit``, with the policy file readable here: refuse
+    plaintext rows of the types the policy encrypts (a monolith process that
+    ran without the policy wrote them). Otherwise None: rows pass as written.
+    """
+    if config.crypto.encrypt_at == "emit":
+        return _plaintext_guard_for(config)
     if config.crypto.encrypt_at != "relay":
         return None
     from outbox.crypto import producer_crypto
@@ -138,6 +146,27 @@ def envelope_transform_for(config):
         ).envelope_transform
     except (OSError, ValueError) as exc:
         raise click.UsageError(f"crypto.encrypt_at = 'relay' but the keys or policy cannot be loaded: {exc}")
+
+
+def _plaintext_guard_for(config):
+    from toolkit.config import CryptoConfig
+
+    policy_path = config.crypto.policy
+    if not os.path.isfile(policy_path):
+        if policy_path == CryptoConfig().policy:
+            return None  # no policy at the default path: a project without encryption yet
+        raise click.UsageError(
+            f"crypto.policy = {policy_path!r}: no such file (relative paths are from {os.getcwd()}); "
+            "the relay reads it to refuse plaintext rows of encrypted types"
+        )
+    try:
+        from outbox.crypto import PolicyError, load_policy, plaintext_guard
+    except ImportError as exc:
+        raise click.UsageError(f"{policy_path} is there to be enforced: {exc}") from None
+    try:
+        return plaintext_guard(load_policy(policy_path))
+    except (OSError, ValueError, PolicyError) as exc:
+        raise click.UsageError(f"crypto.policy = {policy_path!r} cannot be loaded: {exc}") from None
 
 
 def relay_options(config):
@@ -155,7 +184,7 @@ def relay_options(config):
 
 def _run(config, once: bool, stop: StopSignals) -> None:
     from outbox.relay import Relay
-    from outbox.routers import RouterError, open_router
+    from outbox.routers import RouterError, masked_url, open_router
 
     from .outbox import engine_for
 
@@ -166,7 +195,7 @@ def _run(config, once: bool, stop: StopSignals) -> None:
         try:
             router = open_router(config.router)
         except RouterError as exc:
-            raise click.UsageError(f"--router {config.router!r}: {exc}") from None
+            raise click.UsageError(f"--router {masked_url(config.router)!r}: {exc}") from None
         transform = envelope_transform_for(config)
         metrics = None
         scheme = config.router.split(":", 1)[0]
@@ -211,4 +240,5 @@ def _run(config, once: bool, stop: StopSignals) -> None:
                                           "dead": stats.dead, "batches": stats.batches}},
     )
     if once and stats.failed:
-        raise Problems(f"{stats.failed} publishes failed ({stats.dead} rows dead); see 'strangler outbox status'")
+        raise Problems(f"{stats.failed} publishes failed ({stats.dead} rows dead; see 'strangler outbox status'), "
+                       f"the first because: {stats.first_error}")
