@@ -435,7 +435,7 @@ def _reason(error: str | None) -> str:
     error = error or ""
     if "cannot be read" in error:
         return "unreadable"
-    if "max_bytes" in error:
+    if "max_bytes" in error or "bytes, over the" in error:
         return "oversized"
     if any(word in error for word in ("WRONGTYPE", "refused", "rejected", "APIError", "BadRequest", "code=")):
         return "rejected"
@@ -519,9 +519,10 @@ def run_scenario(name: str, db_url: str, router_url: str, *, budget: Budget | No
 
 
 def _run(stage: Stage, name: str, budget: Budget, figures: Figures, rng: random.Random, options: dict) -> None:
+    """Create the stage, run the scenario on it, and drop the stage whatever happens (a failed create too)."""
     figures.stage = stage.name
-    stage.create()
     try:
+        stage.create()
         SCENARIOS[name](stage, budget, figures, rng, **options)
     finally:
         stage.drop()

@@ -61,6 +61,52 @@ def with_query(url: str, **params: Any) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def pinned_router_url(url: str) -> str:
+    """``url`` with a relative ``file://`` folder made absolute, from the current folder.
+
+    The stage's processes run in its working folder, the checker in the
+    caller's: a relative folder would name two different places.
+    """
+    folder = _file_folder(url)
+    if folder is None or folder.is_absolute():
+        return url
+    query = url.partition("?")[2]
+    return f"file://{folder.resolve()}" + (f"?{query}" if query else "")
+
+
+def _file_folder(url: str) -> Path | None:
+    """The folder of a ``file://`` router URL; None for any other router."""
+    if not url.startswith("file://"):
+        return None
+    from ..routers.file import folder_of
+
+    return folder_of(url.partition("?")[0])
+
+
+def check_router(router_url: str) -> None:
+    """Open the router and a consumer group on it under a private prefix, then remove both again.
+
+    Raise ``StageError`` saying why that fails (an unknown scheme, a bad
+    option, a broker that does not answer): one look before any scenario, so
+    that a router none of them could use is reported once, as what it is.
+    """
+    from ..routers import open_router, open_subscription
+
+    url = pinned_router_url(router_url)
+    prefix = f"sv{uuid.uuid4().hex[:10]}_probe_"
+    folder = _file_folder(url)
+    keep_folder = folder is None or folder.exists()
+    try:
+        open_router(url).close()
+        open_subscription(with_query(url, destination_prefix=prefix), group=f"{prefix}check",
+                          destinations=[AGGREGATE]).close()
+    except Exception as exc:
+        raise StageError(str(exc) or type(exc).__name__) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            cleanup_broker(url, prefix, [prefix + AGGREGATE], [f"{prefix}check"], keep_folder=keep_folder)
+
+
 def effects_table(outbox_name: str) -> Table:
     """The handler's effects: one row per time the handler ran and committed (no unique key on purpose)."""
     name = f"{outbox_name}_effects"
@@ -165,6 +211,10 @@ class Stage:
     router_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        self.router_url = pinned_router_url(self.router_url)
+        folder = _file_folder(self.router_url)
+        #: False when the stage's file router will make its folder: drop() removes it again if empty.
+        self._keep_folder = folder is None or folder.exists()
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(self.db_url, poolclass=pool.NullPool)
@@ -247,19 +297,25 @@ class Stage:
             try:
                 sub = open_subscription(self.routed_url(), group=group, destinations=self.destinations)
             except Exception as exc:
-                raise StageError(f"cannot subscribe to {self.router_url}: {exc}") from exc
+                raise StageError(f"cannot subscribe as {group!r}: {exc}") from exc
             sub.close()
 
     def drop(self) -> None:
-        """Remove every table, row, destination and process of the stage."""
+        """Remove every table, row, destination and process of the stage; safe after a failed ``create``.
+
+        Each part is cleaned up on its own, so one that fails (a broker gone
+        away) leaves the others no less clean.
+        """
         for process in self.processes:
             if process.alive():
                 process.kill()
         with contextlib.suppress(Exception):
             self._drop_tables()
         with contextlib.suppress(Exception):
+            self._clean_inbox()
+        with contextlib.suppress(Exception):
             cleanup_broker(self.router_url, self.prefix, [self.prefix + d for d in self.destinations],
-                           [self.checker_group, self.consumer_name])
+                           [self.checker_group, self.consumer_name], keep_folder=self._keep_folder)
         self.engine.dispose()
 
     def _drop_tables(self) -> None:
@@ -271,12 +327,16 @@ class Stage:
             if postgres:
                 conn.execute(text(f"DROP FUNCTION IF EXISTS {self.table}_notify()"))
                 conn.execute(text(f"DROP FUNCTION IF EXISTS {self.table}_slow_mark()"))
+
+    def _clean_inbox(self) -> None:
+        """Drop the inbox tables if the stage made them; else delete only the rows of its own consumer."""
+        with self.engine.begin() as conn:
             if self._created_inbox:
                 inbox.metadata.drop_all(conn, checkfirst=True)
-            else:
-                conn.execute(delete(inbox.inbox_table).where(inbox.inbox_table.c.consumer == self.consumer_name))
-                conn.execute(delete(inbox.dead_letter_table).where(
-                    inbox.dead_letter_table.c.consumer == self.consumer_name))
+                return
+            for table in (inbox.inbox_table, inbox.dead_letter_table):
+                if inspect(conn).has_table(table.name):
+                    conn.execute(delete(table).where(table.c.consumer == self.consumer_name))
 
     def slow_marks(self, seconds: float) -> None:
         """Make each mark of the private outbox (an UPDATE setting ``published_at``) take ``seconds`` longer.
@@ -412,9 +472,16 @@ class Stage:
 # -- brokers ------------------------------------------------------------------------------------
 
 
-def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups: list[str]) -> None:
-    """Delete the stage's streams / exchanges / queues on the broker (best effort)."""
+def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups: list[str], *,
+                   keep_folder: bool = True) -> None:
+    """Delete the stage's streams / exchanges / queues / files on the broker (best effort).
+
+    A file router's folder itself is removed only when it is left empty and
+    ``keep_folder`` is False (the stage made it).
+    """
     scheme = urlsplit(router_url).scheme
+    if scheme == "file":
+        _cleanup_files(router_url, prefix, keep_folder=keep_folder)
     if scheme in ("redis", "rediss"):
         import redis
 
@@ -441,8 +508,14 @@ def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups
 
         import nats
 
+        async def quiet(exc):  # the failure is raised to the caller; no traceback on stderr for each try
+            pass
+
         async def work():
-            nc = await nats.connect(router_url.split("?", 1)[0].replace("nats+tls://", "tls://"), connect_timeout=3)
+            # One try: a broker that is gone must not hold up the clean-up for minutes of reconnects.
+            nc = await nats.connect(router_url.split("?", 1)[0].replace("nats+tls://", "tls://"), connect_timeout=3,
+                                    allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
+                                    error_cb=quiet)
             try:
                 js = nc.jetstream()
                 for info in await js.streams_info():
@@ -452,6 +525,19 @@ def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups
                 await nc.close()
 
         asyncio.run(work())
+
+
+def _cleanup_files(router_url: str, prefix: str, *, keep_folder: bool) -> None:
+    """Delete a file router's destination files and consumer groups that start with ``prefix``."""
+    folder = _file_folder(router_url)
+    groups = folder / ".groups"
+    for path in folder.glob(f"{prefix}*.jsonl"):
+        path.unlink()
+    for path in groups.glob(f"{prefix}*"):
+        shutil.rmtree(path)
+    for path in [groups] if keep_folder else [groups, folder]:
+        with contextlib.suppress(OSError):  # not empty: someone else's files are there
+            path.rmdir()
 
 
 #: scheme → the server a private instance runs (RabbitMQ's own start script, not the wrapper that switches user).

@@ -320,3 +320,21 @@ def test_partitions_are_shared_between_relays(sqlite_url, events_dir):
         fences = dict(conn.execute(select(leases.c.lease_partition, leases.c.fence)).all())
     assert {fences[p] for p in second.leases.state.held} == {2}  # taken twice: fence moved twice
     engine.dispose()
+
+
+def test_a_failed_publish_leaves_its_reason_in_the_stats_the_first_one_kept(sqlite_url, events_dir):
+    engine = migrated_engine(sqlite_url)
+    emit_events(engine, ["a", "b"], per_key=3)
+    router = FlakyRouter(f"file://{events_dir}", poison=lambda e: True)
+    router.down = True
+    relay = Relay(engine, router, options=RelayOptions(**FAST))
+
+    stats = relay.drain()
+    assert stats.failed == 6 and stats.first_error == "broker down (test)"
+    router.down = False
+    stats = relay.drain()  # each run starts its own totals
+    assert stats.failed and stats.first_error == "rejected: poison (test)"
+    router.poison = lambda e: False
+    wait_until(lambda: relay.drain().published, what="the rows to be due again")
+    assert relay.stats.first_error is None
+    engine.dispose()

@@ -115,3 +115,33 @@ def test_relay_with_a_bad_setting_exits_2_naming_the_key(sqlite_url):
                                 env={"STRANGLER_RELAY_COALESCE": "5"})
     assert result.exit_code == 2
     assert "relay.coalesce = 5.0" in result.output and "relay.poll_interval" in result.output
+
+
+def test_relay_once_against_an_unreachable_broker_says_why_publishes_failed(sqlite_url):
+    engine = migrated_engine(sqlite_url)
+    emit_events(engine, ["a"], per_key=3)
+    result = CliRunner().invoke(cli, ["relay", "--db", sqlite_url, "--router", "redis://:secret@127.0.0.1:1/0",
+                                      "--once", "--log-level", "error"])
+    assert result.exit_code == 1
+    assert "3 publishes failed (0 rows dead" in result.output
+    assert "redis unreachable" in result.output and "Connection refused" in result.output
+    assert "secret" not in result.output
+    assert pending_count(engine) == 3
+    engine.dispose()
+
+
+def test_relay_on_a_database_without_the_outbox_says_to_migrate_it(tmp_path):
+    url = f"sqlite:///{tmp_path}/empty.db"
+    result = CliRunner().invoke(cli, ["relay", "--db", url, "--router", f"file://{tmp_path}/ev", "--once"])
+    assert result.exit_code == 1
+    assert f"has no table strangler_outbox_leases: run 'strangler outbox migrate --db {url}'" in result.output
+    assert "[SQL:" not in result.output and "sqlalche.me" not in result.output
+
+
+def test_relay_on_an_unreachable_database_says_it_cannot_be_reached_with_the_password_hidden(tmp_path):
+    result = CliRunner().invoke(cli, ["relay", "--db", "postgresql+psycopg://app:secret@127.0.0.1:1/shop",
+                                      "--router", f"file://{tmp_path}/ev", "--once"])
+    assert result.exit_code == 1
+    assert "cannot reach the database postgresql+psycopg://app:***@127.0.0.1:1/shop" in result.output
+    assert "Connection refused" in result.output and "secret" not in result.output
+    assert "migrate" not in result.output

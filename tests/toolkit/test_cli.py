@@ -92,3 +92,31 @@ def test_status_on_a_database_without_the_outbox_says_what_to_run(sqlite_url):
     result = CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url])
     assert result.exit_code == 1
     assert "strangler outbox migrate" in result.output
+
+
+OUTBOX_COMMANDS = [["outbox", "status"], ["outbox", "retry"], ["outbox", "purge", "--published-before", "7d"]]
+
+
+@pytest.mark.parametrize("command", OUTBOX_COMMANDS, ids=lambda c: c[1])
+def test_an_outbox_command_on_a_database_without_the_outbox_names_the_migrate_to_run(command, sqlite_url):
+    result = CliRunner().invoke(cli, [*command, "--db", sqlite_url])
+    assert result.exit_code == 1
+    assert f"has no table strangler_outbox: run 'strangler outbox migrate --db {sqlite_url}'" in result.output
+    assert "[SQL:" not in result.output
+
+
+@pytest.mark.parametrize("command", [*OUTBOX_COMMANDS, ["outbox", "migrate"]], ids=lambda c: c[1])
+def test_an_unreachable_database_is_named_with_the_password_hidden_and_no_migrate_advice(command):
+    result = CliRunner().invoke(cli, [*command, "--db", "postgresql+psycopg://app:secret@127.0.0.1:1/shop"])
+    assert result.exit_code == 1
+    assert "cannot reach the database postgresql+psycopg://app:***@127.0.0.1:1/shop" in result.output
+    assert "Connection refused" in result.output
+    assert "secret" not in result.output and "Has 'strangler outbox migrate' run" not in result.output
+
+
+def test_an_sqlite_database_in_a_missing_folder_cannot_be_opened_and_says_so(tmp_path):
+    url = f"sqlite:///{tmp_path}/no-such-folder/shop.db"
+    result = CliRunner().invoke(cli, ["outbox", "status", "--db", url])
+    assert result.exit_code == 1
+    assert f"cannot open the database {url}: unable to open database file" in result.output
+    assert "migrate" not in result.output

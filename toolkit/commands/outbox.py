@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import re
 
 import click
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, event, make_url, pool
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 
 from ..context import Problems, load
@@ -19,21 +21,82 @@ def command() -> None:
 
 
 def engine_for(url: str):
-    """Return an engine for ``url``, turning a malformed URL or missing driver into a usage error."""
+    """Return an engine for ``url``, turning a malformed URL or missing driver into a usage error.
+
+    Every command opens its database here, so this is also where a database
+    that cannot be reached, or that lacks the outbox's tables, gets a message
+    that says so and what to do (``DatabaseUnusable``) instead of a driver's
+    error with SQL in it.
+    """
     if not url:
         raise click.UsageError("no database: pass --db URL or set db in strangler.toml (STRANGLER_DB)")
     try:
-        return create_engine(url, poolclass=pool.NullPool)
+        engine = create_engine(url, poolclass=pool.NullPool)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise click.UsageError(
-            f"--db {url!r} is not a usable SQLAlchemy URL ({exc}); e.g. sqlite:///shop.db, "
+            f"--db {safe_url(url)!r} is not a usable SQLAlchemy URL ({exc}); e.g. sqlite:///shop.db, "
             "postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db"
         ) from None
     except ImportError as exc:
         raise click.UsageError(
-            f"the driver for {url!r} is not installed ({exc}): pip install 'strangler[postgres]' "
+            f"the driver for {safe_url(url)!r} is not installed ({exc}): pip install 'strangler[postgres]' "
             "or 'strangler[mysql]'"
         ) from None
+    event.listen(engine, "handle_error", _explain_database_error)
+    return engine
+
+
+class DatabaseUnusable(Problems):
+    """The database cannot be reached, or lacks a table or column of the outbox: the message says which."""
+
+
+def safe_url(url) -> str:
+    """``url`` as it may be shown: the password, if any, replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return str(url)  # not a URL at all: nothing to hide that a parser could find
+
+
+def reach(engine) -> None:
+    """Open and close one connection: raise ``DatabaseUnusable`` (why) when the database cannot be reached."""
+    with engine.connect():
+        pass
+
+
+_MISSING = [
+    ("table", re.compile(r"no such table: (\S+)")),  # SQLite
+    ("table", re.compile(r'relation "([^"]+)" does not exist')),  # PostgreSQL
+    ("table", re.compile(r"Table '(?:[^'.]*\.)?([^']+)' doesn't exist")),  # MariaDB, MySQL
+    ("column", re.compile(r"no such column: (\S+)")),
+    ("column", re.compile(r'column "?([\w.]+)"? does not exist')),
+    ("column", re.compile(r"Unknown column '([^']+)'")),
+]
+
+
+def _explain_database_error(context: ExceptionContext) -> DatabaseUnusable | None:
+    """Replace a failed connect, or a missing table or column, with an error that says what to do.
+
+    A ``handle_error`` hook on every engine ``engine_for`` makes; other errors
+    are left as they are.
+    """
+    if context.sqlalchemy_exception is None or context.is_pre_ping:
+        return None
+    url = safe_url(context.engine.url) if context.engine is not None else "the database"
+    reason = " ".join(str(context.original_exception).split())
+    if context.connection is None:  # the error came while connecting
+        if context.dialect.name == "sqlite":
+            return DatabaseUnusable(f"cannot open the database {url}: {reason} (does its folder exist, "
+                                    "and may this user write there?)")
+        return DatabaseUnusable(f"cannot reach the database {url}: {reason}")
+    for kind, pattern in _MISSING:
+        found = pattern.search(reason)
+        if found:
+            return DatabaseUnusable(
+                f"the database {url} has no {kind} {found[1]}: run 'strangler outbox migrate --db {url}' "
+                "to create or upgrade the outbox tables"
+            )
+    return None
 
 
 @command.command("migrate")
@@ -74,9 +137,14 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
     config = load(ctx, db=db)
     try:
         if alembic_ini:
-            cfg = migrate.monolith_config(alembic_ini, config.db or None)
+            cfg = migrate.monolith_config(alembic_ini, config.db or None, table_name=config.outbox_table)
         else:
-            engine_for(config.db).dispose()
+            engine = engine_for(config.db)
+            try:
+                if not offline:
+                    reach(engine)  # say why the database cannot be reached, before Alembic tries
+            finally:
+                engine.dispose()
             cfg = migrate.standalone_config(config.db, table_name=config.outbox_table)
         if offline:
             cfg.output_buffer = io.StringIO()
@@ -87,7 +155,7 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
     except migrate.MigrationError as exc:
         raise click.UsageError(str(exc)) from None
     except OperationalError as exc:
-        raise Problems(f"cannot reach the database: {exc.orig}") from None
+        raise Problems(f"migration failed: {' '.join(str(exc.orig).split())}") from None
     except CommandError as exc:
         raise Problems(f"migration failed: {exc}") from None
     if offline:
@@ -120,10 +188,7 @@ def status_command(ctx: click.Context, db: str | None, as_json: bool, dead_limit
         with engine.connect() as conn:
             status = outbox_status(conn, config.outbox_table, dead_limit=dead_limit)
     except (OperationalError, ProgrammingError) as exc:
-        raise Problems(
-            f"cannot read the outbox table {config.outbox_table!r}: {exc.orig}. "
-            "Has 'strangler outbox migrate' run on this database?"
-        ) from None
+        raise Problems(f"cannot read the outbox table {config.outbox_table!r}: {exc.orig}") from None
     finally:
         engine.dispose()
     if as_json:

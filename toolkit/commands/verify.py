@@ -36,15 +36,19 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
     the broker holds and what a consumer with an inbox handled, and prints one
     line: events produced, delivered, duplicates delivered and absorbed, lost,
     order violations, max lag. Exit 1 if anything was lost, reordered or
-    handled twice.
+    handled twice, or a scenario could not finish.
 
     \b
     Your events are never touched: the scenarios use a private outbox table
-    (sv<random>_outbox and its companions, dropped afterwards) and a private
-    destination prefix on the broker (deleted afterwards). db-cut terminates
-    only the scenario's own connections (PostgreSQL); broker-outage starts and
-    stops a broker of its own (redis-server, nats-server, rabbitmq-server or
-    mosquitto must be on PATH).
+    (sv<random>_outbox and its companions) and a private destination prefix on
+    the broker, and remove them afterwards, also when a scenario fails. The
+    consumer's inbox tables (strangler_inbox, strangler_dead_letters) are
+    created only if missing, and then dropped again; existing ones keep every
+    row but the scenario consumer's own. db-cut terminates only the
+    scenario's own connections (PostgreSQL); broker-outage starts and stops a
+    broker of its own (redis-server, nats-server, rabbitmq-server or
+    mosquitto must be on PATH). A database or router that cannot be opened
+    is a usage error (exit 2), found before any scenario runs.
 
     \b
     Example:
@@ -52,40 +56,87 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
       strangler verify --db postgresql+psycopg://app@db/shop --router nats://127.0.0.1:4222 \\
           --scenario relay-kill --scenario consumer-kill --events 500 --json
     """
-    from outbox.faults import Budget, run_scenario
-    from outbox.faults.scenarios import SCENARIOS, Unsupported
-    from outbox.faults.stage import StageError
-
-    from .outbox import engine_for
+    from outbox.faults import Budget
+    from outbox.faults.scenarios import SCENARIOS
 
     config = load(ctx, db=db, router=router_url)
-    engine_for(config.db).dispose()  # a malformed URL or a missing driver is a usage error
+    _check_database(config.db)
+    _check_router(config.router)
     budget = Budget(events=events, kills=kills, consumer_kills=kills, seconds=seconds,
                     outage=min(30.0, max(3.0, seconds / 4)), db_cuts=max(2, kills // 2),
                     backlog=min(100_000, events * 10), backlog_pad=1024, hold_seconds=min(5.0, seconds / 10))
-    failed = 0
-    for name in scenarios or list(SCENARIOS):
-        click.echo(f"running {name} ...", err=True)
-        workdir = Path(tempfile.mkdtemp(prefix=f"strangler-verify-{name}-"))
-        try:
-            figures = run_scenario(name, config.db, config.router, budget=budget, workdir=workdir)
-        except Unsupported as exc:
-            shutil.rmtree(workdir, ignore_errors=True)
-            _report(as_json, {"scenario": name, "skipped": str(exc)}, f"{name}: skipped ({exc})")
-            continue
-        except StageError as exc:
-            failed += 1
-            click.echo(f"{name}: the processes' logs are in {workdir}", err=True)
-            _report(as_json, {"scenario": name, "ok": False, "error": str(exc)}, f"{name}: FAILED ({exc})")
-            continue
-        if figures.ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            failed += 1
-            click.echo(f"{name}: the processes' logs are in {workdir}", err=True)
-        _report(as_json, figures.as_dict(), figures.line())
+    outcomes = [_run_one(name, config.db, config.router, budget, as_json) for name in scenarios or list(SCENARIOS)]
+    summary = _summary(outcomes)
+    if summary:
+        raise Problems(summary)
+
+
+def _summary(outcomes: list[str]) -> str:
+    """What went wrong over all scenarios ('' when nothing did): data lost apart from runs that broke off."""
+    failed, unfinished = outcomes.count("failed"), outcomes.count("unfinished")
+    parts = []
     if failed:
-        raise Problems(f"{failed} scenario(s) lost, reordered or double-handled events, or could not finish")
+        parts.append(f"{failed} scenario(s) lost, reordered or double-handled events")
+    if unfinished:
+        parts.append(f"{unfinished} scenario(s) could not finish (the reasons are above)")
+    return "; ".join(parts)
+
+
+def _check_database(url: str) -> None:
+    """Connect once: a database no scenario could use is a usage error naming --db, before any scenario."""
+    from .outbox import DatabaseUnusable, engine_for, reach
+
+    engine = engine_for(url)  # a malformed URL or a missing driver is a usage error already
+    try:
+        reach(engine)
+    except DatabaseUnusable as exc:
+        raise click.UsageError(f"--db: {exc.message}\nPass --db the URL of a database that is up "
+                               "and that this user may create tables in") from None
+    finally:
+        engine.dispose()
+
+
+def _check_router(url: str) -> None:
+    """Open the router once: one no scenario could use is a usage error naming --router, before any scenario."""
+    from outbox.faults.stage import StageError, check_router
+
+    try:
+        check_router(url)
+    except StageError as exc:
+        raise click.UsageError(f"--router: {exc}\nPass --router the URL of a broker that is up, "
+                               "e.g. redis://127.0.0.1:6379/0 or file:///tmp/strangler-verify") from None
+
+
+def _run_one(name: str, db_url: str, router_url: str, budget, as_json: bool) -> str:
+    """Run one scenario in a working folder of its own and print its line; return ok, skipped, failed or unfinished.
+
+    The scenario drops its tables and broker destinations itself, however it
+    ends; the working folder (the processes' logs) is kept when it did not
+    pass, and named.
+    """
+    from outbox.faults import run_scenario
+    from outbox.faults.scenarios import Unsupported
+    from outbox.faults.stage import StageError
+
+    click.echo(f"running {name} ...", err=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"strangler-verify-{name}-"))
+    try:
+        figures = run_scenario(name, db_url, router_url, budget=budget, workdir=workdir)
+    except Unsupported as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        _report(as_json, {"scenario": name, "skipped": str(exc)}, f"{name}: skipped ({exc})")
+        return "skipped"
+    except Exception as exc:  # a scenario that breaks must not stop the others, nor hide why
+        reason = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+        click.echo(f"{name}: the processes' logs are in {workdir}", err=True)
+        _report(as_json, {"scenario": name, "ok": False, "error": reason}, f"{name}: COULD NOT FINISH ({reason})")
+        return "unfinished"
+    if figures.ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        click.echo(f"{name}: the processes' logs are in {workdir}", err=True)
+    _report(as_json, figures.as_dict(), figures.line())
+    return "ok" if figures.ok else "failed"
 
 
 def _report(as_json: bool, doc: dict, line: str) -> None:
