@@ -134,6 +134,9 @@ class RelayStats:
     lost_marks: int = 0
     #: Why the first failed publish failed (e.g. the broker unreachable): a once-run's summary names it.
     first_error: str | None = None
+    #: The first database error (a claim, a lease refresh or a mark that failed): a once-run that met
+    #: one stopped early or left rows to publish again, and must not report success.
+    database_error: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -340,7 +343,7 @@ class Relay:
                 try:
                     future.result()
                 except Exception as exc:  # the rows stay unpublished and are published again
-                    self._db_ok = False
+                    self._database_failed(exc)
                     log.error("could not mark a batch: %s", exc, extra={"relay": {"event": "mark_failed"}})
                 unmarked.difference_update(positions)
 
@@ -891,16 +894,20 @@ class Relay:
         try:
             result = db.submit(fn, *args).result()
         except Exception as exc:
-            self._db_ok = False
+            self._database_failed(exc)
             log.error("database error: %s", exc, extra={"relay": {"event": "db_error", "step": fn.__name__}})
             return None
         return True if result is None else result
+
+    def _database_failed(self, exc: Exception) -> None:
+        self._db_ok = False
+        self.stats.database_error = self.stats.database_error or f"{type(exc).__name__}: {exc}"
 
     def _result(self, future):
         try:
             return future.result()
         except Exception as exc:
-            self._db_ok = False
+            self._database_failed(exc)
             log.error("database error: %s", exc, extra={"relay": {"event": "db_error", "step": "claim"}})
             return None
 

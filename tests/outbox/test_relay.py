@@ -338,3 +338,21 @@ def test_a_failed_publish_leaves_its_reason_in_the_stats_the_first_one_kept(sqli
     wait_until(lambda: relay.drain().published, what="the rows to be due again")
     assert relay.stats.first_error is None
     engine.dispose()
+
+
+def test_a_once_run_that_met_a_database_error_says_so_in_its_stats(sqlite_url, events_dir):
+    engine = migrated_engine(sqlite_url)
+    emit_events(engine, ["a"], per_key=2)
+    relay = Relay(engine, open_router(f"file://{events_dir}"), options=RelayOptions(**FAST))
+    claim = relay._claim
+
+    def claim_fails_once(*args):
+        relay._claim = claim
+        raise RuntimeError("connection lost (test)")
+
+    relay._claim = claim_fails_once
+    stats = relay.drain()
+    assert stats.published == 0 and stats.database_error == "RuntimeError: connection lost (test)"
+    stats = relay.drain()
+    assert stats.published == 2 and stats.database_error is None
+    engine.dispose()

@@ -145,3 +145,19 @@ def test_relay_on_an_unreachable_database_says_it_cannot_be_reached_with_the_pas
     assert "cannot reach the database postgresql+psycopg://app:***@127.0.0.1:1/shop" in result.output
     assert "Connection refused" in result.output and "secret" not in result.output
     assert "migrate" not in result.output
+
+
+def test_relay_once_that_met_a_database_error_exits_1_saying_so(sqlite_url, tmp_path, monkeypatch):
+    from outbox.relay import Relay
+
+    engine = migrated_engine(sqlite_url)
+    emit_events(engine, ["a"], per_key=2)
+    engine.dispose()
+
+    def claim_fails(self, exclude):
+        raise RuntimeError("connection lost (test)")
+
+    monkeypatch.setattr(Relay, "_claim", claim_fails)
+    result = CliRunner().invoke(cli, ["relay", "--db", sqlite_url, "--router", f"file://{tmp_path}/ev", "--once"])
+    assert result.exit_code == 1
+    assert "stopped early on a database error" in result.output and "connection lost (test)" in result.output

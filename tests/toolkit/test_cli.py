@@ -30,8 +30,8 @@ def test_top_level_help_lists_the_groups_with_a_purpose():
         assert command.get_short_help_str().strip(), f"{name} has no one-line purpose"
 
 
-@pytest.mark.parametrize("path", [p for p, c in all_commands() if not isinstance(c, click.Group)], ids=" ".join)
-def test_every_command_has_help_with_an_example(path):
+@pytest.mark.parametrize("path", [p for p, c in all_commands()], ids=" ".join)
+def test_every_command_and_group_has_help_with_an_example(path):
     result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output, f"strangler {' '.join(path)} --help shows no example"
@@ -120,3 +120,17 @@ def test_an_sqlite_database_in_a_missing_folder_cannot_be_opened_and_says_so(tmp
     assert result.exit_code == 1
     assert f"cannot open the database {url}: unable to open database file" in result.output
     assert "migrate" not in result.output
+
+
+def test_a_bare_mysql_url_is_told_which_url_the_extra_serves():
+    import importlib.util
+
+    if importlib.util.find_spec("MySQLdb") is not None:
+        pytest.skip("mysqlclient is installed: mysql:// has its driver")
+    result = CliRunner().invoke(cli, ["outbox", "status", "--db", "mysql://root@127.0.0.1:1/test"])
+    assert result.exit_code == 2 and "write mysql+pymysql://" in result.output
+
+
+def test_status_refuses_a_negative_dead_count(sqlite_url):
+    result = CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url, "--dead", "-1"])
+    assert result.exit_code == 2 and "--dead" in result.output

@@ -17,7 +17,15 @@ from ..context import Problems, load
 
 @click.group(name="outbox")
 def command() -> None:
-    """Create the outbox table and look after its rows."""
+    """Create the outbox table and look after its rows.
+
+    \b
+    Examples:
+      strangler outbox migrate --db postgresql+psycopg://app@db/shop
+      strangler outbox status --db postgresql+psycopg://app@db/shop
+      strangler outbox retry --db postgresql+psycopg://app@db/shop        # every dead row
+      strangler outbox purge --db postgresql+psycopg://app@db/shop --published-before 7d
+    """
 
 
 def engine_for(url: str):
@@ -38,12 +46,25 @@ def engine_for(url: str):
             "postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db"
         ) from None
     except ImportError as exc:
-        raise click.UsageError(
-            f"the driver for {safe_url(url)!r} is not installed ({exc}): pip install 'strangler[postgres]' "
-            "or 'strangler[mysql]'"
-        ) from None
+        raise click.UsageError(f"the driver for {safe_url(url)!r} is not installed ({exc}): {_driver_hint(url)}") from None
     event.listen(engine, "handle_error", _explain_database_error)
     return engine
+
+
+#: The drivers strangler's extras install, by the URL's dialect.
+_EXTRA_DRIVERS = {"postgresql": ("psycopg", "postgres"), "mysql": ("pymysql", "mysql"), "mariadb": ("pymysql", "mysql")}
+
+
+def _driver_hint(url: str) -> str:
+    """What to install, or which URL to write: a bare ``mysql://`` asks for MySQLdb, which no extra installs."""
+    scheme = url.split("://", 1)[0]
+    dialect, _, driver = scheme.partition("+")
+    if dialect in _EXTRA_DRIVERS:
+        wanted, extra = _EXTRA_DRIVERS[dialect]
+        if driver != wanted:
+            return f"write {dialect}+{wanted}://… (pip install 'strangler[{extra}]' installs {wanted})"
+        return f"pip install 'strangler[{extra}]'"
+    return "install the driver the URL names"
 
 
 class DatabaseUnusable(Problems):
@@ -168,7 +189,8 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
 @command.command("status")
 @click.option("--db", help="SQLAlchemy URL of the database holding the outbox.")
 @click.option("--json", "as_json", is_flag=True, help="Write the counts as one JSON object.")
-@click.option("--dead", "dead_limit", default=20, show_default=True, help="How many dead rows to list.")
+@click.option("--dead", "dead_limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many dead rows to list.")
 @click.pass_context
 def status_command(ctx: click.Context, db: str | None, as_json: bool, dead_limit: int):
     """Show pending, published and dead rows, and the age of the oldest pending one.

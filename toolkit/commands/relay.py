@@ -227,6 +227,8 @@ def _run(config, once: bool, stop: StopSignals) -> None:
             )
         try:
             stats = relay.run(once=once)
+        except click.ClickException as exc:  # says what happened and what to do already
+            raise Problems(f"relay stopped: {exc.format_message()}") from None
         except Exception as exc:
             raise Problems(f"relay stopped: {type(exc).__name__}: {exc}") from None
     finally:
@@ -239,6 +241,9 @@ def _run(config, once: bool, stop: StopSignals) -> None:
         "relay stopped", extra={"relay": {"event": "stop", "published": stats.published, "failed": stats.failed,
                                           "dead": stats.dead, "batches": stats.batches}},
     )
+    if once and stats.database_error:
+        raise Problems(f"stopped early on a database error, {stats.published} events published: "
+                       f"{stats.database_error}; what was not marked is published again by the next run")
     if once and stats.failed:
         raise Problems(f"{stats.failed} publishes failed ({stats.dead} rows dead; see 'strangler outbox status'), "
                        f"the first because: {stats.first_error}")
