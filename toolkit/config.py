@@ -178,40 +178,49 @@ def _coerce(tp: Any, value: Any, *, from_text: bool) -> Any:
     raise ValueError
 
 
-def _check_bounds(config: "Config") -> None:
+def _check_bounds(config: "Config", set_by: Mapping[str, str]) -> None:
+    """Check the values' ranges; an error names where the offending key was set (file, variable, option)."""
+
+    def origin(key: str) -> str:
+        return set_by.get(key, "the default")
+
     if config.relay.batch < 1:
-        raise ConfigError(f"relay.batch = {config.relay.batch}: expected an integer of at least 1 ({config.origin})")
+        raise ConfigError(f"relay.batch = {config.relay.batch}: expected an integer of at least 1 ({origin('relay.batch')})")
     if config.relay.max_attempts < 1:
         raise ConfigError(
-            f"relay.max_attempts = {config.relay.max_attempts}: expected an integer of at least 1 ({config.origin})"
+            f"relay.max_attempts = {config.relay.max_attempts}: expected an integer of at least 1 "
+            f"({origin('relay.max_attempts')})"
         )
     if not 0 <= config.relay.metrics_port <= 65535:
-        raise ConfigError(f"relay.metrics_port = {config.relay.metrics_port}: expected 0-65535 ({config.origin})")
+        raise ConfigError(f"relay.metrics_port = {config.relay.metrics_port}: expected 0-65535 ({origin('relay.metrics_port')})")
     relay = config.relay
     for key in ("poll_interval", "lease_seconds", "retry_base", "outage_max"):
         value = getattr(relay, key)
         if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"relay.{key} = {value}: expected a number of seconds above 0 ({config.origin})")
+            raise ConfigError(f"relay.{key} = {value}: expected a number of seconds above 0 ({origin('relay.' + key)})")
     if not (math.isfinite(relay.retry_max) and relay.retry_max >= relay.retry_base):
         raise ConfigError(
             f"relay.retry_max = {relay.retry_max}: expected a number of seconds of at least "
-            f"relay.retry_base ({relay.retry_base}) ({config.origin})"
+            f"relay.retry_base ({relay.retry_base}) ({origin('relay.retry_max')})"
         )
     if not 0 <= relay.coalesce <= relay.poll_interval:
         raise ConfigError(
             f"relay.coalesce = {relay.coalesce}: expected a number of seconds from 0 (no wait) to "
-            f"relay.poll_interval ({relay.poll_interval}) ({config.origin})"
+            f"relay.poll_interval ({relay.poll_interval}) ({origin('relay.coalesce')})"
         )
     if not (math.isfinite(relay.mark_interval) and 0 <= relay.mark_interval <= relay.lease_seconds / 3):
         raise ConfigError(
             f"relay.mark_interval = {relay.mark_interval}: expected a number of seconds from 0 (mark each batch at "
-            f"once) to a third of relay.lease_seconds ({relay.lease_seconds / 3:g}) ({config.origin})"
+            f"once) to a third of relay.lease_seconds ({relay.lease_seconds / 3:g}) ({origin('relay.mark_interval')})"
         )
     if not config.source or any(c.isspace() for c in config.source):
-        raise ConfigError(f"source = {config.source!r}: expected a URI-reference such as '/shop' ({config.origin})")
+        raise ConfigError(f"source = {config.source!r}: expected a URI-reference such as '/shop' ({origin('source')})")
 
 
-def _apply(target: Any, values: Mapping[str, Any], where: str, *, prefix: str = "", from_text: bool = False) -> None:
+def _apply(
+    target: Any, values: Mapping[str, Any], where: str, *, prefix: str = "", from_text: bool = False,
+    set_by: dict[str, str] | None = None,
+) -> None:
     hints = typing.get_type_hints(type(target))
     names = {f.name for f in dataclasses.fields(target) if f.name != "origin"}
     for key, value in values.items():
@@ -223,13 +232,15 @@ def _apply(target: Any, values: Mapping[str, Any], where: str, *, prefix: str = 
         if _is_section(tp):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: {dotted!r} must be a table ([{dotted}])")
-            _apply(getattr(target, key), value, where, prefix=f"{dotted}.", from_text=from_text)
+            _apply(getattr(target, key), value, where, prefix=f"{dotted}.", from_text=from_text, set_by=set_by)
             continue
         try:
             coerced = _coerce(tp, value, from_text=from_text)
         except (ValueError, TypeError):
             raise ConfigError(f"{where}: {dotted} = {value!r}: expected {_expected(tp)}") from None
         setattr(target, key, coerced)
+        if set_by is not None:
+            set_by[dotted] = where
 
 
 def find_config_file(start: Path) -> Path | None:
@@ -311,17 +322,19 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     config = Config()
+    set_by: dict[str, str] = {}  # dotted key -> where its value came from, for range errors
     file_path = Path(path) if path is not None else find_config_file(cwd or Path.cwd())
     if file_path is not None:
         config.origin = str(file_path)
-        _apply(config, _read_file(file_path), str(file_path))
+        _apply(config, _read_file(file_path), str(file_path), set_by=set_by)
     for dotted, (value, var) in _environment_values(environ).items():
-        _apply(config, _nest({dotted: value}), f"environment variable {var}", from_text=True)
+        _apply(config, _nest({dotted: value}), f"environment variable {var}", from_text=True, set_by=set_by)
     if overrides:
         given = {k: v for k, v in overrides.items() if v is not None}
         for dotted, value in given.items():
-            _apply(config, _nest({dotted: value}), f"option for {dotted}", from_text=isinstance(value, str))
-    _check_bounds(config)
+            _apply(config, _nest({dotted: value}), f"option for {dotted}", from_text=isinstance(value, str),
+                   set_by=set_by)
+    _check_bounds(config, set_by)
     return config
 
 

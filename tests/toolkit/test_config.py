@@ -139,3 +139,11 @@ def test_a_bad_relay_setting_from_the_environment_names_the_variable(tmp_path):
         load_config(cwd=tmp_path, environ={"STRANGLER_RELAY_RETRY_MAX": "forever"})
     with pytest.raises(ConfigError, match=r"relay.retry_max = 0.5: .*at least relay.retry_base \(1.0\)"):
         load_config(cwd=tmp_path, environ={"STRANGLER_RELAY_RETRY_MAX": "0.5"})
+
+
+def test_a_value_out_of_range_names_where_it_was_set(tmp_path):
+    (tmp_path / "strangler.toml").write_text("[relay]\nbatch = 50\n")
+    with pytest.raises(ConfigError, match=r"relay.batch = 0: .* \(environment variable STRANGLER_RELAY_BATCH\)"):
+        load_config(cwd=tmp_path, environ={"STRANGLER_RELAY_BATCH": "0"})
+    with pytest.raises(ConfigError, match=r"relay.batch = -5: .* \(option for relay.batch\)"):
+        load_config(cwd=tmp_path, environ={}, overrides={"relay.batch": -5})

@@ -42,7 +42,8 @@ def engine_for(url: str):
         engine = create_engine(url, poolclass=pool.NullPool)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise click.UsageError(
-            f"--db {safe_url(url)!r} is not a usable SQLAlchemy URL ({exc}); e.g. sqlite:///shop.db, "
+            f"the database URL {safe_url(url)!r} (--db, or db in strangler.toml, or STRANGLER_DB) is not a usable "
+            f"SQLAlchemy URL ({exc}); e.g. sqlite:///shop.db, "
             "postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db"
         ) from None
     except ImportError as exc:
