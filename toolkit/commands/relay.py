@@ -67,7 +67,8 @@ def command(ctx: click.Context, db, router_url, once, batch, metrics_port, max_a
     once start-up is done, having claimed nothing. Several relays may run at
     once: they share the outbox's 64 lease partitions. Logs are JSON lines on
     stderr, one per batch, never the payload. With --once, exit 1 if some
-    rows could not be published.
+    rows could not be published, or a database error cut the run short
+    (the first reason is printed).
 
     \b
     Examples:
