@@ -367,7 +367,13 @@ def _on_redis(router_url: str, event_id: str, destinations: list[str]):
         raise TraceError(
             "tracing on redis:// needs the redis client: pip install 'strangler[redis]'"
         ) from None
-    client = redis.Redis.from_url(router_url)
+    from .routers import RouterError
+    from .routers.redis import _client
+
+    try:
+        _, client = _client(router_url, {})  # the router's own URL handling: options checked, TLS files
+    except RouterError as exc:
+        raise TraceError(str(exc)) from None
     try:
         streams = destinations or sorted(
             key.decode() for key in client.scan_iter(_type="stream", count=1000)

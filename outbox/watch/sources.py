@@ -67,7 +67,13 @@ def _redis_groups(router_url: str, destinations: list[str]):
         raise SourceError(
             "listing Redis consumer groups needs the redis client: pip install 'strangler[redis]'"
         ) from None
-    client = redis.Redis.from_url(router_url)
+    from ..routers import RouterError
+    from ..routers.redis import _client
+
+    try:
+        _, client = _client(router_url, {})  # the router's own URL handling: options checked, TLS files
+    except RouterError as exc:
+        raise SourceError(str(exc)) from None
 
     def listing() -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -193,3 +193,14 @@ def test_the_cli_prints_each_hop_with_its_latency_and_exits_1_when_found_nowhere
     bad = runner.invoke(cli, ["events", "trace", "x", "--db", f"sqlite:///{tmp_path}/none.db"])
     assert bad.exit_code == 2 and "strangler outbox migrate" in bad.output
     engine.dispose()
+
+
+def test_the_broker_hop_on_redis_reads_the_router_url_as_the_router_does():
+    from outbox.testing.services import service_url
+    from outbox.trace import _on_redis
+
+    url = service_url("redis")
+    # destination_prefix is the router's, not redis-py's: handed to redis-py it failed on connect
+    assert _on_redis(f"{url}?destination_prefix=trace_test_", "no-such-event", ["order"]) is None
+    with pytest.raises(TraceError, match="unknown option"):
+        _on_redis(f"{url}?max_len=10", "no-such-event", ["order"])
