@@ -23,21 +23,20 @@ def test_source_and_table_come_from_the_environment(monkeypatch):
     assert (conf.source, conf.table_name, conf.sealer) == ("/shop", "shop_events", None)
 
 
-def test_a_policy_in_the_environment_seals_events_at_emit(monkeypatch, tmp_path, sqlite_url):
-    require_module("joserfc", "crypto")
-    keys = tmp_path / "keys"
-    policy = tmp_path / "policy.toml"
-    policy.write_text('[readers]\n"shop.order.*" = ["notifications"]\n[trust]\nnotifications = ["shop"]\n')
+def make_keys(keys, *services):
     runner = CliRunner()
-    for args in (["keys", "new", "--producer", "shop"], ["keys", "new", "notifications"]):
+    for args in (["keys", "new", "--producer", "shop"], *(["keys", "new", name] for name in services)):
         result = runner.invoke(cli, [*args, "--keys-dir", str(keys)])
         assert result.exit_code == 0, result.output
-    monkeypatch.setenv("STRANGLER_SOURCE", "/shop")
-    monkeypatch.setenv("STRANGLER_CRYPTO_POLICY", str(policy))
-    monkeypatch.setenv("STRANGLER_CRYPTO_KEYS_DIR", str(keys))
 
-    outbox_migrate.upgrade(outbox_migrate.standalone_config(sqlite_url))
-    engine = create_engine(sqlite_url)
+
+POLICY = '[readers]\n"shop.order.*" = ["notifications"]\n[trust]\nnotifications = ["shop"]\n'
+
+
+def emitted_row(url: str):
+    """Emit one order event carrying a customer's e-mail with the settings in force; return its outbox row."""
+    outbox_migrate.upgrade(outbox_migrate.standalone_config(url))
+    engine = create_engine(url)
     with Session(engine) as session:
         emit(session, "shop.order.created", aggregate="order", key=1, data={"email": "canary@example.com"})
         session.commit()
@@ -46,6 +45,19 @@ def test_a_policy_in_the_environment_seals_events_at_emit(monkeypatch, tmp_path,
     with engine.connect() as conn:
         row = conn.execute(select(outbox_table)).one()
     engine.dispose()
+    return row
+
+
+def test_a_policy_in_the_environment_seals_events_at_emit(monkeypatch, tmp_path, sqlite_url):
+    require_module("joserfc", "crypto")
+    make_keys(tmp_path / "keys", "notifications")
+    (tmp_path / "policy.toml").write_text(POLICY)
+    monkeypatch.setenv("STRANGLER_SOURCE", "/shop")
+    monkeypatch.setenv("STRANGLER_CRYPTO_POLICY", str(tmp_path / "policy.toml"))
+    monkeypatch.setenv("STRANGLER_CRYPTO_KEYS_DIR", str(tmp_path / "keys"))
+
+    row = emitted_row(sqlite_url)
+
     assert row.content_type == "application/jose+json"
     assert b"canary@example.com" not in row.payload
     assert "notifications-1" in json.dumps(json.loads(row.payload))
@@ -57,16 +69,6 @@ def test_encrypt_at_off_leaves_events_plain(monkeypatch, tmp_path):
     assert settings.current().sealer is None
 
 
-def make_keys(keys, *services):
-    runner = CliRunner()
-    for args in (["keys", "new", "--producer", "shop"], *(["keys", "new", name] for name in services)):
-        result = runner.invoke(cli, [*args, "--keys-dir", str(keys)])
-        assert result.exit_code == 0, result.output
-
-
-POLICY = '[readers]\n"shop.order.*" = ["notifications"]\n[trust]\nnotifications = ["shop"]\n'
-
-
 def test_the_projects_strangler_toml_configures_emit(monkeypatch, tmp_path, sqlite_url):
     require_module("joserfc", "crypto")
     make_keys(tmp_path / "secrets", "notifications")
@@ -75,14 +77,9 @@ def test_the_projects_strangler_toml_configures_emit(monkeypatch, tmp_path, sqli
         'source = "/shop"\n[crypto]\nkeys_dir = "secrets"\npolicy = "rules.toml"\n'
     )
     monkeypatch.chdir(tmp_path)  # the file's relative paths are from the working folder, as for the command
-    outbox_migrate.upgrade(outbox_migrate.standalone_config(sqlite_url))
-    engine = create_engine(sqlite_url)
-    with Session(engine) as session:
-        emit(session, "shop.order.created", aggregate="order", key=1, data={"email": "canary@example.com"})
-        session.commit()
-    with engine.connect() as conn:
-        row = conn.execute(select(outbox_table)).one()
-    engine.dispose()
+
+    row = emitted_row(sqlite_url)
+
     assert (row.source, row.content_type) == ("/shop", "application/jose+json")
     assert b"canary@example.com" not in row.payload
 
