@@ -81,10 +81,14 @@ class Leases:
         self.state = LeaseState()
 
     def ensure_tables(self, engine) -> None:
-        """Create the membership table and the partition rows if the schema came from ``create_all``."""
+        """Create the membership table and the partition rows if the schema came from ``create_all``.
+
+        The lease table is read first: on a database never migrated that read
+        fails before anything is created in it.
+        """
         with engine.begin() as conn:
-            self.relays.create(conn, checkfirst=True)
             present = set(conn.execute(select(self.table.c.lease_partition)).scalars())
+            self.relays.create(conn, checkfirst=True)
         missing = [p for p in range(PARTITIONS) if p not in present]
         if missing:
             try:

@@ -42,3 +42,12 @@ def temporary_database(backend: str, tmp_path) -> Iterator[str]:
             else:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
         admin.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    """The names of the tables in the database at ``url``: what a test expects created, or left alone."""
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

@@ -16,16 +16,9 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, 
 
 from outbox import migrate
 from outbox.migrations import include_object
+from outbox.testing.databases import table_names
 from outbox.table import PARTITIONS, get_lease_table, metadata as outbox_metadata
 from toolkit.cli import cli
-
-
-def table_names(url):
-    engine = create_engine(url)
-    try:
-        return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def index_names(url, table="strangler_outbox"):

@@ -16,6 +16,7 @@ from tests.outbox.relay_helpers import (
     pending_count,
     rows,
 )
+from outbox.testing.databases import table_names
 from toolkit.cli import cli
 
 
@@ -136,6 +137,7 @@ def test_relay_on_a_database_without_the_outbox_says_to_migrate_it(tmp_path):
     assert result.exit_code == 1
     assert f"has no table strangler_outbox_leases: run 'strangler outbox migrate --db {url}'" in result.output
     assert "[SQL:" not in result.output and "sqlalche.me" not in result.output
+    assert table_names(url) == set()  # nothing created in a database that is not the outbox's
 
 
 def test_relay_on_an_unreachable_database_says_it_cannot_be_reached_with_the_password_hidden(tmp_path):
