@@ -135,7 +135,9 @@ def _explain_database_error(context: ExceptionContext) -> DatabaseUnusable | Non
     show_default=True,
     help="Target revision of the outbox branch; 'base' removes the outbox tables.",
 )
-@click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it.")
+@click.option("--sql", "offline", is_flag=True,
+              help="Print the SQL instead of running it, from an empty database up to --to, "
+                   "whatever the database holds (the database is not read).")
 @click.pass_context
 def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None, revision: str, offline: bool):
     """Create or upgrade the outbox tables (Alembic branch 'strangler_outbox').
