@@ -47,6 +47,9 @@ class _PendingEvent:
     time: dt.datetime
     traceparent: str | None
     tracestate: str | None
+    #: The session transaction (a savepoint's, or the outermost) the event was emitted in: rolling
+    #: that one back, or one around it, takes the event back; rolling back another does not.
+    owner: Any = None
 
 
 def emit(
@@ -232,6 +235,7 @@ def _row(pending: _PendingEvent) -> dict[str, Any]:
 
 
 def _queue(session: Session, pending: _PendingEvent) -> None:
+    pending.owner = session.get_nested_transaction() or session.get_transaction()
     session.info.setdefault(_PENDING, []).append(pending)
 
 
@@ -252,16 +256,54 @@ def _write_pending(session: Session) -> None:
 def _before_commit(session: Session) -> None:
     # Flush first (commit would, next), so every entity has its generated key and
     # the values the transaction leaves it with; then the events go in, last.
-    if session.info.get(_PENDING):
+    # A savepoint released (the end of a begin_nested() block) fires this too: its events stay
+    # queued, for a rollback around it to take back, and go in when the transaction commits.
+    if session.info.get(_PENDING) and not session.in_nested_transaction():
         session.flush()
         _write_pending(session)
 
 
 def _after_rollback(session: Session) -> None:
-    if session.info.get(_PENDING):
-        session.info[_PENDING] = []
+    """Take back the events of what the database rolled back: a savepoint's own, or all of them.
+
+    A savepoint rolled back (``begin_nested()`` around a write that may fail)
+    undoes only what was done inside it, so only the events emitted inside it
+    go; the events of the changes around it stay, to be written at commit.
+    While the database rolls a savepoint back it is still the session's
+    innermost nested transaction; with none, the whole transaction went.
+    """
+    _take_back(session, session.get_nested_transaction())
     if session.info.get(_TRACKED):
         session.info[_TRACKED] = {}
+
+
+def _after_soft_rollback(session: Session, previous: Any) -> None:
+    # Session.rollback() and a savepoint's rollback() also end here, after the database's.
+    _take_back(session, previous)
+
+
+def _take_back(session: Session, rolled_back: Any) -> None:
+    queue = session.info.get(_PENDING)
+    if queue:
+        session.info[_PENDING] = [pending for pending in queue if not _within(pending.owner, rolled_back)]
+
+
+def _within(owner: Any, rolled_back: Any) -> bool:
+    """True when ``owner`` is ``rolled_back`` or a transaction inside it (None, or the outermost, holds all)."""
+    if rolled_back is None or rolled_back.parent is None:
+        return True
+    while owner is not None:
+        if owner is rolled_back:
+            return True
+        owner = owner.parent
+    return False
+
+
+def _after_transaction_end(session: Session, transaction: Any) -> None:
+    # The outermost transaction is over (committed, rolled back, or the session closed): whatever is
+    # still queued belongs to no transaction now and must never reach a later one.
+    if transaction.parent is None and session.info.get(_PENDING):
+        session.info[_PENDING] = []
 
 
 # -- An entity with no name: session.add(StockLevel(...)) --------------------------------
@@ -325,6 +367,8 @@ def _after_attach(session: Session, instance: Any) -> None:
 # pay one dict lookup per commit and rollback, and one per object they attach.
 sa_event.listen(Session, "before_commit", _before_commit)
 sa_event.listen(Session, "after_rollback", _after_rollback)
+sa_event.listen(Session, "after_soft_rollback", _after_soft_rollback)
+sa_event.listen(Session, "after_transaction_end", _after_transaction_end)
 sa_event.listen(Session, "after_attach", _after_attach)
 
 

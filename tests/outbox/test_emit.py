@@ -82,6 +82,78 @@ def test_pending_events_are_forgotten_after_rollback(engine):
     assert rows(engine) == []
 
 
+def test_a_savepoint_rolled_back_takes_back_only_its_own_events(engine):
+    with Session(engine) as session:
+        taken = Customer(email="ann@example.com")
+        session.add(taken)
+        session.commit()
+        kept = Order(total=decimal.Decimal("1.00"))
+        session.add(kept)
+        emit(session, "shop.order.created", kept)
+        try:
+            with session.begin_nested():
+                duplicate = Customer(id=taken.id, email="bob@example.com")
+                session.add(duplicate)
+                emit(session, "shop.customer.created", duplicate)
+                session.flush()  # the primary key is taken: the savepoint rolls back
+        except Exception:
+            pass
+        with session.begin_nested():
+            released = Order(total=decimal.Decimal("2.00"))
+            session.add(released)
+            emit(session, "shop.order.created", released)
+        session.flush()
+        expected = [("shop.order.created", str(kept.id)), ("shop.order.created", str(released.id))]
+        session.commit()
+    assert [(row.type, row.aggregateid) for row in rows(engine)] == expected
+
+
+def test_a_savepoint_rolled_back_takes_back_the_events_of_savepoints_inside_it(engine):
+    with Session(engine) as session:
+        kept = Order(total=decimal.Decimal("1.00"))
+        session.add(kept)
+        emit(session, "shop.order.created", kept)
+        outer = session.begin_nested()
+        first = Order(total=decimal.Decimal("2.00"))
+        session.add(first)
+        emit(session, "shop.order.created", first)
+        with session.begin_nested():
+            second = Order(total=decimal.Decimal("3.00"))
+            session.add(second)
+            emit(session, "shop.order.created", second)
+        outer.rollback()
+        session.flush()
+        expected = [("shop.order.created", str(kept.id))]
+        session.commit()
+    assert [(row.type, row.aggregateid) for row in rows(engine)] == expected
+
+
+def test_rolling_back_the_transaction_takes_back_a_released_savepoints_events(engine):
+    with Session(engine) as session:
+        session.add(Customer(email="ann@example.com"))
+        session.flush()  # the transaction is under way: the savepoint nests in it (pysqlite begins at the first write)
+        with session.begin_nested():
+            order = Order(total=decimal.Decimal("1.00"))
+            session.add(order)
+            emit(session, "shop.order.created", order)
+        session.rollback()
+        session.add(Customer(email="x@example.com"))
+        session.commit()
+    assert rows(engine) == []
+
+
+def test_closing_the_session_forgets_its_events(engine):
+    session = Session(engine)
+    order = Order(total=decimal.Decimal("1.00"))
+    session.add(order)
+    emit(session, "shop.order.created", order)
+    session.close()  # the transaction is over, without a commit
+    session.add(Customer(email="x@example.com"))
+    session.commit()
+    session.close()
+    assert rows(engine) == []
+
+
 def test_several_emits_in_one_transaction_keep_their_order(engine):
     with Session(engine) as session:
         customer = Customer(email="ann@example.com")
