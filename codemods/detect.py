@@ -107,6 +107,28 @@ class Settings:
     skip_functions: tuple[str, ...] = ()
 
 
+def settings_problems(settings: Settings) -> list[str]:
+    """What in ``settings`` would be misread (an unknown kind or placeholder), one line per entry, config key first.
+
+    Checked before any file is read, so a typo stops the run instead of
+    crashing it halfway or silently matching nothing.
+    """
+    problems = []
+    known = ", ".join(KINDS)
+    for entry in settings.event_types:
+        problem = naming.template_problem(entry)
+        if problem:
+            problems.append(f"codemods.event_types: {entry!r}: {problem}")
+    for entry in settings.skip_kinds:
+        if entry not in KINDS:
+            problems.append(f"codemods.skip_kinds: {entry!r}: unknown kind {entry}; known: {known}")
+    for entry in settings.skip:
+        pattern, colon, kind = entry.rpartition(":")
+        if colon and pattern and kind not in ("*", "") and kind not in KINDS:
+            problems.append(f"codemods.skip: {entry!r}: unknown kind {kind}; known: {known}, *")
+    return problems
+
+
 # -- fast traversal ------------------------------------------------------------------------
 
 _SKIP_PREFIXES = (
@@ -563,12 +585,25 @@ class Detector:
                     return  # a set's or a cache's .add/.delete, not a session's
                 many = method == "add_all"
                 built = self._built(entity_node, entity, scope) if method == "add" else None
-                assigned = common["small"]
-                if (method == "merge" and isinstance(assigned, cst.Assign) and assigned.value is call
-                        and len(assigned.targets) == 1 and isinstance(assigned.targets[0].target, cst.Name)):
-                    entity_node = assigned.targets[0].target
+                extra = {}
+                if method == "merge":
+                    # merge writes a copy and returns it; the object passed in stays outside the session
+                    # (no key on a new row, is_modified() always true): only the returned copy can be emitted.
+                    merged = _assigned_name(common["small"], call)
+                    if merged is not None:
+                        entity_node = merged
+                    else:
+                        name = code_of(entity_node) if isinstance(entity_node, cst.Name) else "merged"
+                        extra["decide"] = (
+                            "merge writes a copy and returns it, and its result is not assigned: assign it "
+                            f"(`{name} = {target}.merge({code_of(entity_node)})`) and use that copy, so the "
+                            "emit can name the object merge wrote"
+                        )
+                        # No emit of the object passed in covers it (an earlier rewrite inserted those).
+                        entity_node = None
                 self._site(scope, site_kind, call, stmt, verb=verb, cls=cls, target=target,
-                           entity_node=entity_node, many=many, built=built, confidence=confidence, **common)
+                           entity_node=entity_node, many=many, built=built, confidence=confidence, **common,
+                           **extra)
             elif method in BULK and args:
                 cls = None
                 first = self.value_of(args[0].value, scope)
@@ -730,7 +765,9 @@ class Detector:
             scope,
             "emit",
             node=call,
-            entity=scope.aliases.get(code_of(entity), code_of(entity)) if entity is not None else None,
+            entity=code_of(entity) if entity is not None else None,
+            # What the loop variable iterates: the emit covers the list's add_all as well as its own add.
+            iterates=scope.aliases.get(code_of(entity)) if entity is not None else None,
             aggregate=literal(aggregate) if aggregate is not None else None,
             verb=type_text.rsplit(".", 1)[-1] if type_text else None,
         )
@@ -1049,7 +1086,8 @@ class Detector:
         for emit in emits:
             if emit.order in claimed or (window is not None and not window[0] < emit.order < window[1]):
                 continue
-            if entity is not None and emit.data.get("entity") != entity:
+            if entity is not None and emit.data.get("entity") != entity and not (
+                    info.get("many") and emit.data.get("iterates") == entity):
                 continue
             if entity is None and (emit.data.get("entity") is not None or emit.data.get("aggregate") != aggregate):
                 continue
@@ -1183,9 +1221,6 @@ class Detector:
                 if many:
                     return None, "the objects are built in the call: bind the list to a name first " \
                                  "(`items = [...]`), so the emit can loop over it"
-                if kind == "session-merge":
-                    return None, "merge returns the object it wrote: assign it (`x = session.merge(...)`), " \
-                                 "so the emit can name it"
                 return None, "the entity is not a name: bind it to one first (`x = ...`)"
             element = "_entity" if many else entity
             if built:
@@ -1263,6 +1298,17 @@ def _constant_kwargs(args: Sequence[cst.Arg]) -> dict:
 
 
 _CONSTANTS = {"True": True, "False": False, "None": None}
+
+
+def _assigned_name(small: cst.CSTNode | None, call: cst.Call) -> cst.Name | None:
+    """The name ``call``'s result is bound to when ``small`` is ``name = call`` (or ``name: T = call``)."""
+    if isinstance(small, cst.Assign) and small.value is call and len(small.targets) == 1:
+        target = small.targets[0].target
+    elif isinstance(small, cst.AnnAssign) and small.value is call:
+        target = small.target
+    else:
+        return None
+    return target if isinstance(target, cst.Name) else None
 
 
 def _is_reference(node: cst.CSTNode | None) -> bool:

@@ -10,24 +10,59 @@ taken from the enclosing function's name instead (``cancel_order`` →
 from __future__ import annotations
 
 import fnmatch
+import string
+
+PLACEHOLDERS = ("prefix", "aggregate", "verb")
 
 _CRUD_WORDS = {
     "get", "set", "save", "add", "create", "update", "delete", "remove", "handle", "process", "do",
     "run", "main", "index", "view", "api", "new", "edit", "post", "put", "patch", "make", "insert",
     "store", "persist", "commit", "test", "setup", "init", "on", "before", "after", "load", "bulk",
 }
-_IRREGULAR = {"pay": "paid", "send": "sent", "buy": "bought", "sell": "sold", "ship": "shipped",
-              "refund": "refunded", "cancel": "cancelled", "log": "logged", "plan": "planned"}
+# Event types are a contract: a verb's form must not change once consumers route on it. The past
+# participle, as an event says what the aggregate was (`order.frozen`, `order.submitted`).
+_IRREGULAR = {
+    "pay": "paid", "send": "sent", "buy": "bought", "sell": "sold", "cancel": "cancelled",
+    "reset": "reset", "set": "set", "put": "put", "cut": "cut", "shut": "shut", "quit": "quit",
+    "hit": "hit", "let": "let", "upset": "upset", "run": "run", "rerun": "rerun", "begin": "begun",
+    "write": "written", "rewrite": "rewritten", "give": "given", "take": "taken", "hold": "held",
+    "lose": "lost", "find": "found", "build": "built", "rebuild": "rebuilt", "spend": "spent",
+    "lend": "lent", "bind": "bound", "unbind": "unbound", "freeze": "frozen", "unfreeze": "unfrozen",
+    "choose": "chosen", "win": "won", "leave": "left", "keep": "kept", "bring": "brought",
+    "seek": "sought", "teach": "taught", "catch": "caught", "forget": "forgotten", "withdraw": "withdrawn",
+    "draw": "drawn", "undo": "undone", "redo": "redone",
+}
+# Verbs of more than one syllable stressed on the last one double their final consonant.
+_STRESSED_LAST = {
+    "submit", "resubmit", "refer", "commit", "admit", "permit", "omit", "emit", "transmit", "remit",
+    "transfer", "prefer", "occur", "recur", "incur", "defer", "confer", "deter", "control", "patrol",
+    "compel", "expel", "propel", "regret", "rebut", "equip", "acquit", "allot", "unplug", "unpin",
+    "unwrap", "unzip", "unship", "rearm", "outbid", "forbid", "overrun",
+}
+_VOWELS = "aeiou"
+
+
+def _syllables(word: str) -> int:
+    groups, previous = 0, False
+    for char in word:
+        vowel = char in _VOWELS
+        groups += vowel and not previous
+        previous = vowel
+    return groups
 
 
 def past_tense(word: str) -> str:
-    """A regular English past tense, good enough for event names (``approve`` → ``approved``)."""
+    """The past participle of a verb, for event names (``approve`` → ``approved``, ``stop`` → ``stopped``)."""
     if word in _IRREGULAR:
         return _IRREGULAR[word]
     if word.endswith("e"):
         return word + "d"
-    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+    if word.endswith("y") and len(word) > 1 and word[-2] not in _VOWELS:
         return word[:-1] + "ied"
+    cvc = (len(word) >= 3 and word[-1] not in _VOWELS + "wxy" and word[-2] in _VOWELS
+           and word[-3] not in _VOWELS)
+    if word in _STRESSED_LAST or (cvc and _syllables(word) == 1):
+        return word + word[-1] + "ed"  # stop → stopped, submit → submitted
     return word + "ed"
 
 
@@ -51,6 +86,22 @@ def event_type(prefix: str, aggregate: str, verb: str, path: str, function: str 
         if fnmatch.fnmatch(path, path_glob) and fnmatch.fnmatch(function or "", function_glob or "*"):
             return template.strip().format(prefix=prefix, aggregate=aggregate, verb=verb)
     return f"{prefix}.{aggregate}.{verb}"
+
+
+def template_problem(entry: str) -> str | None:
+    """Why a ``PATH::FUNCTION=TEMPLATE`` entry cannot name events, or None when it can."""
+    where, equals, template = entry.partition("=")
+    if not equals or not template.strip():
+        return "expected PATH_GLOB::FUNCTION_GLOB=TEMPLATE"
+    known = ", ".join("{%s}" % name for name in PLACEHOLDERS)
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template.strip()) if field is not None]
+    except ValueError as exc:  # a lone "{" or "}"
+        return f"{exc} (write a literal brace as {{{{ or }}}}; placeholders: {known})"
+    for field in fields:
+        if field not in PLACEHOLDERS:
+            return f"unknown placeholder {{{field}}}; known: {known}"
+    return None
 
 
 def dynamic_type_code(prefix: str, entity: str, verb: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from click.testing import CliRunner
 
 from toolkit.cli import cli
@@ -98,3 +100,46 @@ def test_the_docs_describe_every_json_field_and_kind():
     missing = [f.name for f in dataclasses.fields(Site) if f"| `{f.name}` |" not in doc]
     missing += [kind for kind in KINDS if f"| `{kind}` |" not in doc]
     assert missing == []
+
+
+def test_rewrite_of_an_add_of_a_loop_variable_is_idempotent_and_scan_counts_it_covered(tmp_path):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": '''
+        from .models import db
+
+
+        def import_customers(customers):
+            for c in customers:
+                db.session.add(c)
+    '''})
+    assert invoke("rewrite", str(tmp_path), "--write").exit_code == 0
+    once = (tmp_path / "app/code.py").read_text()
+    assert once.count("emit(db.session") == 1
+    assert invoke("rewrite", str(tmp_path), "--write").exit_code == 0
+    assert (tmp_path / "app/code.py").read_text() == once
+    scan = invoke("scan", str(tmp_path), "--format", "json")
+    assert scan.exit_code == 0, scan.stdout
+    site = next(s for s in json.loads(scan.stdout)["sites"] if s["kind"] == "session-add")
+    assert (site["covered"], site["action"]) == (True, "covered")
+
+
+@pytest.mark.parametrize("command", [("rewrite", "--write"), ("scan",)])
+@pytest.mark.parametrize("setting, mentions", [
+    ('event_types = ["app/*::*={prefix}.{aggreagte}.{verb}"]',
+     ["codemods.event_types", "{prefix}.{aggreagte}.{verb}", "unknown placeholder {aggreagte}",
+      "{prefix}, {aggregate}, {verb}"]),
+    ('event_types = ["app/*::*={prefix}.{aggregate.{verb}"]', ["codemods.event_types", "{aggregate.{verb}"]),
+    ('skip_kinds = ["session_add"]', ["codemods.skip_kinds", "'session_add'", "unknown kind session_add",
+                                      "session-add"]),
+    ('skip = ["app/*:session_add"]', ["codemods.skip", "unknown kind session_add", "session-add"]),
+])
+def test_a_misspelt_codemods_setting_is_a_usage_error_before_any_file_is_touched(tmp_path, command, setting,
+                                                                                  mentions):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": CODE, "app/more.py": CODE})
+    config = tmp_path / "strangler.toml"
+    config.write_text(f"[codemods]\n{setting}\n")
+    before = {p: p.read_text() for p in tmp_path.rglob("*.py")}
+    result = invoke(command[0], str(tmp_path / "app"), *command[1:], "--config", str(config))
+    assert result.exit_code == 2
+    for text in mentions:
+        assert text in result.stderr
+    assert {p: p.read_text() for p in tmp_path.rglob("*.py")} == before

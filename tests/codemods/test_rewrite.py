@@ -793,3 +793,94 @@ def test_one_line_blocks_are_found_and_left_to_a_decision(tmp_path):
     '''
     result = assert_codemod(tmp_path, source, source)
     assert [(s.kind, s.action) for s in result.sites] == [("session-delete", "decide")] * 2
+
+
+def test_an_add_and_a_delete_of_a_loop_variable_are_rewritten_once(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db
+
+
+        def sync(customers, gone):
+            for c in customers:
+                db.session.add(c)
+            for g in gone:
+                db.session.delete(g)
+    ''', '''
+        from .models import db
+        from outbox import emit
+        from outbox.emit import aggregate_type_of
+
+
+        def sync(customers, gone):
+            for c in customers:
+                db.session.add(c)
+                emit(db.session, f"app.{aggregate_type_of(type(c))}.saved", c)
+            for g in gone:
+                db.session.delete(g)
+                emit(db.session, f"app.{aggregate_type_of(type(g))}.deleted", g)
+    ''')
+
+
+@pytest.mark.parametrize("source", [
+    '''
+        from .models import db, User
+
+
+        def upsert(data):
+            u = User(**data); db.session.merge(u)
+            db.session.commit()
+    ''',
+    '''
+        from .models import db, User
+
+
+        def upsert(data):
+            u = User(**data)
+            return db.session.merge(u)
+    ''',
+    '''
+        from .models import db, User
+        from outbox import emit
+
+
+        def upsert(data):
+            u = User(**data)
+            db.session.merge(u)
+            if db.session.is_modified(u):
+                emit(db.session, "app.user.saved", u)
+    ''',
+])
+def test_a_merge_whose_result_is_dropped_needs_a_decision_not_an_emit_of_its_argument(tmp_path, source):
+    result = assert_codemod(tmp_path, source, source)
+    [site] = sites(result, "session-merge")
+    assert (site.action, site.covered) == ("decide", False)
+    assert "`u = db.session.merge(u)`" in site.reason
+
+
+def test_a_merge_assigned_to_a_name_emits_the_merged_copy(tmp_path):
+    assert_codemod(tmp_path, '''
+        from .models import db, User
+
+
+        def upsert(data):
+            u = User(**data)
+            merged = db.session.merge(u)
+            kept: User = db.session.merge(User(**data))
+            db.session.commit()
+            return merged
+    ''', '''
+        from .models import db, User
+        from outbox import emit
+
+
+        def upsert(data):
+            u = User(**data)
+            merged = db.session.merge(u)
+            if db.session.is_modified(merged):
+                emit(db.session, "app.user.saved", merged)
+            kept: User = db.session.merge(User(**data))
+            if db.session.is_modified(kept):
+                emit(db.session, "app.user.saved", kept)
+            db.session.commit()
+            return merged
+    ''')

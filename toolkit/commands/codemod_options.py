@@ -9,15 +9,15 @@ from typing import Sequence
 import click
 
 from codemods import runner
-from codemods.detect import Settings
+from codemods.detect import Settings, settings_problems
 
 from ..config import Config
 
 
 def settings_from(config: Config) -> Settings:
-    """The detector's settings from the ``[codemods]`` section."""
+    """The detector's settings from the ``[codemods]`` section; a usage error (exit 2) when an entry is misspelt."""
     section = config.codemods
-    return Settings(
+    settings = Settings(
         prefix=section.event_prefix,
         verbs=section.verbs,
         event_types=tuple(section.event_types),
@@ -25,6 +25,10 @@ def settings_from(config: Config) -> Settings:
         skip=tuple(section.skip),
         skip_functions=tuple(section.skip_functions),
     )
+    problems = settings_problems(settings)
+    if problems:
+        raise click.UsageError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings
 
 
 def _progress(done: int, total: int) -> None:
@@ -42,12 +46,12 @@ def python_files(paths: Sequence[str], config: Config) -> list[Path]:
     return files
 
 
-def codemod_run(files: Sequence[Path], config: Config, *, rewrite: bool, write: bool, jobs: int,
-                only: Sequence[str]) -> list[runner.FileResult]:
-    """Scan or rewrite ``files``; results in path order."""
+def codemod_run(files: Sequence[Path], config: Config, settings: Settings, *, rewrite: bool, write: bool,
+                jobs: int, only: Sequence[str]) -> list[runner.FileResult]:
+    """Scan or rewrite ``files`` with ``settings`` (from ``settings_from``); results in path order."""
     root = _common_root(files)
     options = runner.Options(
-        settings=settings_from(config),
+        settings=settings,
         rewrite=rewrite,
         write=write,
         only=tuple(only),

@@ -10,7 +10,7 @@ from codemods import runner
 from codemods.detect import KINDS
 
 from ..context import Problems, load
-from .codemod_options import codemod_run, python_files
+from .codemod_options import codemod_run, python_files, settings_from
 
 
 @click.command(name="rewrite")
@@ -52,6 +52,7 @@ def command(ctx: click.Context, paths: tuple[str, ...], mode: str, jobs: int | N
     if config_file:
         ctx.find_root().ensure_object(dict)["config_path"] = config_file
     config = load(ctx)
+    settings = settings_from(config)  # before any file is read: a typo must not stop a rewrite halfway
     write = mode == "write"
     files = python_files(paths, config)
     if write and not force:
@@ -61,7 +62,8 @@ def command(ctx: click.Context, paths: tuple[str, ...], mode: str, jobs: int | N
             raise click.UsageError(
                 f"uncommitted changes in the files to rewrite (commit or stash them, or pass --force):\n  {listed}"
             )
-    results = codemod_run(files, config, rewrite=True, write=write, jobs=jobs or os.cpu_count() or 1, only=kinds)
+    results = codemod_run(files, config, settings, rewrite=True, write=write, jobs=jobs or os.cpu_count() or 1,
+                          only=kinds)
     for result in results:
         if result.diff:
             click.echo(result.diff, nl=False)

@@ -7,7 +7,7 @@ import os
 import click
 
 from ..context import Problems, load
-from .codemod_options import codemod_run, python_files
+from .codemod_options import codemod_run, python_files, settings_from
 
 
 @click.command(name="scan")
@@ -40,7 +40,8 @@ def command(ctx: click.Context, paths: tuple[str, ...], fmt: str, as_json: bool,
     if config_file:
         ctx.find_root().ensure_object(dict)["config_path"] = config_file
     config = load(ctx)
-    results = codemod_run(python_files(paths, config), config, rewrite=False, write=False,
+    settings = settings_from(config)
+    results = codemod_run(python_files(paths, config), config, settings, rewrite=False, write=False,
                           jobs=jobs or os.cpu_count() or 1, only=())
     fmt = "json" if as_json else fmt
     render = {"text": report.to_text, "json": report.to_json, "sarif": report.to_sarif}[fmt]
