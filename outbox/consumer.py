@@ -22,7 +22,11 @@ service, plaintext where encryption is expected) is dead-lettered with the
 reason, never handled. Dead letters keep the event as received: ciphertext.
 
 Without ``keys_dir``/``policy`` the consumer accepts only plaintext events (for
-``encrypt_at = "off"`` in development) and dead-letters encrypted ones.
+``encrypt_at = "off"`` in development) and dead-letters encrypted ones. With
+them, a consumer the policy names as a reader must find its own private key in
+``keys_dir``, or it refuses to start (``KeyFileError``) rather than reject its backlog.
+A message that is not a CloudEvent at all is dead-lettered as ``malformed``
+with the bytes received, and the rest of the batch is handled.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ class Consumer:
             from .crypto import KeyRing, Opener, load_policy
 
             opener = Opener(name, KeyRing.load(keys_dir), load_policy(policy))
+            require_own_key(opener, keys_dir)
         self.opener = opener
         self.max_age = max_age
         self.stats = Stats()
@@ -155,7 +160,11 @@ class Consumer:
         verification), ``retry`` (the database could not record the outcome:
         nacked, delivered again later). With OpenTelemetry, all of it runs in a
         ``process`` span continuing the event's trace (``outbox.tracing``).
+        A message that is not a CloudEvent at all is dead-lettered as
+        ``malformed`` with the bytes received, and acked (outcome ``rejected``).
         """
+        if delivery.malformed is not None:
+            return self._dead_letter(delivery, "malformed", delivery.malformed, record_inbox=False, outcome="rejected")
         with tracing.process_span(
             delivery.envelope, destination=delivery.destination, group=self._group or self.name, system=self._system
         ) as span:
@@ -277,6 +286,8 @@ class Consumer:
 
     def _dead_letter(self, delivery: Delivery, reason: str, error: str, *, record_inbox: bool, outcome: str) -> str:
         envelope = delivery.envelope
+        letter = _letter_of(delivery)
+        ident = letter["event_id"]
         try:
             with self.sessions() as session:
                 with session.begin():
@@ -288,24 +299,21 @@ class Consumer:
                     session.execute(
                         insert(dead_letter_table).values(
                             consumer=self.name,
-                            event_id=envelope.id,
-                            type=envelope.type,
-                            source=envelope.source,
                             reason=reason,
                             error=error[:10000],
-                            event=envelope.to_json(),  # as received: ciphertext if it was encrypted
                             received_at=dt.datetime.now(dt.timezone.utc),
+                            **letter,
                         )
                     )
         except IntegrityError:
             delivery.ack()
             return self._count("duplicate")
         except Exception as exc:
-            log.error("%s: cannot dead-letter event %s (will be redelivered): %s", self.name, envelope.id, _describe(exc))
+            log.error("%s: cannot dead-letter event %s (will be redelivered): %s", self.name, ident, _describe(exc))
             delivery.nack()
             return self._count("retry")
         if outcome == "rejected":
-            log.warning("%s: rejected event %s (%s): %s", self.name, envelope.id, reason, error)
+            log.warning("%s: rejected event %s (%s): %s", self.name, ident, reason, error)
         delivery.ack()
         return self._count(outcome)
 
@@ -402,6 +410,27 @@ class Consumer:
         return [dict(row._mapping) for row in rows]
 
 
+def require_own_key(opener: Any, keys_dir: str) -> None:
+    """Refuse to start a consumer the policy sends encrypted events to, when it holds no key to open them.
+
+    Started anyway, it would reject every one of those events as not for it and
+    ack it: the whole backlog dead-lettered by a setup mistake (a wrong
+    ``keys_dir``, or keys not created yet), where stopping costs nothing.
+    """
+    from .crypto import KeyFileError
+
+    service = opener.service
+    readable = sorted(pattern for pattern, readers in opener.policy.readers.items() if service in readers)
+    if not readable or any(key.name == service for key in opener.keyring.decryption_keys().values()):
+        return
+    raise KeyFileError(
+        f"consumer {service!r}: {opener.policy.origin} lets it read {', '.join(readable)} encrypted, but the keys "
+        f"folder {keys_dir} holds no private key of {service!r}, so it could open none of those events; "
+        f"create one with 'strangler keys new {service}' (and give the producer its public key), "
+        f"or copy {service}'s private key file ({service}-N.private.jwk) into {keys_dir}"
+    )
+
+
 class _Rejected(Exception):
     def __init__(self, reason: str, cause: Any):
         super().__init__(str(cause))
@@ -417,6 +446,20 @@ class _HandlerFailed(Exception):
     def __init__(self, cause: BaseException):
         super().__init__(str(cause))
         self.cause = cause
+
+
+#: The most a dead letter keeps of a message that is not a CloudEvent: enough to see what it was.
+MAX_MALFORMED_BYTES = 1024 * 1024
+
+
+def _letter_of(delivery: Delivery) -> dict[str, Any]:
+    """The dead-letter columns that describe what was received: the event, or the raw message and where it was."""
+    envelope = delivery.envelope
+    if envelope is None:
+        where = delivery.location or delivery.destination or "unknown"
+        return {"event_id": where[:255], "type": "", "source": "", "event": delivery.raw[:MAX_MALFORMED_BYTES]}
+    # As received: ciphertext if it was encrypted.
+    return {"event_id": envelope.id, "type": envelope.type, "source": envelope.source, "event": envelope.to_json()}
 
 
 def _describe(exc: BaseException) -> str:

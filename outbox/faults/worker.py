@@ -171,7 +171,8 @@ def recording_consumer(name: str, engine, table: str, log: Path, *, handler_ms: 
     class Recording(Consumer):
         def handle(self, delivery):
             outcome = super().handle(delivery)
-            line = json.dumps({"id": delivery.envelope.id, "outcome": outcome}) + "\n"
+            event_id = delivery.envelope.id if delivery.envelope is not None else delivery.location
+            line = json.dumps({"id": event_id, "outcome": outcome}) + "\n"
             fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, line.encode())

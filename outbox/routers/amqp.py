@@ -33,8 +33,8 @@ import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from ..envelope import Envelope, EnvelopeError
-from .base import Delivery, Destinations, PublishResult, RouterError
+from ..envelope import Envelope
+from .base import NOT_A_CLOUDEVENT, Delivery, Destinations, PublishResult, RouterError, raw_message
 from .common import TLS_OPTIONS, KeyGate, as_int, masked_url, require, split_options, tls_context, too_large
 
 OPTIONS = ("max_bytes", "confirm_timeout", "prefetch", *TLS_OPTIONS)
@@ -259,16 +259,21 @@ class AmqpSubscription:
         self.channel.basic_consume(group, self._on_message)
 
     def _on_message(self, channel, method, properties, body) -> None:
+        tag = method.delivery_tag
+        ack = lambda: self.channel.basic_ack(tag)  # noqa: E731
+        nack = lambda: self.channel.basic_nack(tag, requeue=True)  # noqa: E731
         try:
             envelope = envelope_of(properties, body)
-        except EnvelopeError as exc:
-            raise RouterError(f"{masked_url(self.url)}: queue {self.queue}: not a CloudEvent: {exc}") from exc
-        tag = method.delivery_tag
-        self._buffer.append(Delivery(
-            envelope=envelope, destination=method.exchange, redelivered=method.redelivered,
-            _ack=lambda: self.channel.basic_ack(tag),
-            _nack=lambda: self.channel.basic_nack(tag, requeue=True),
-        ))
+        except NOT_A_CLOUDEVENT as exc:
+            headers = {**(properties.headers or {}), "content-type": properties.content_type or ""}
+            self._buffer.append(Delivery.unreadable(
+                raw_message(headers, body), exc, method.exchange,
+                location=f"queue {self.queue} message {properties.message_id or tag}",
+                ack=ack, nack=nack, redelivered=method.redelivered,
+            ))
+            return
+        self._buffer.append(Delivery(envelope=envelope, destination=method.exchange, redelivered=method.redelivered,
+                                     _ack=ack, _nack=nack))
 
     def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
         """Return up to ``max_events`` deliveries, waiting at most ``timeout`` for the first."""

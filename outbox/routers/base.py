@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+import json
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..envelope import Envelope
 
@@ -74,15 +75,38 @@ class Destinations:
         return self.prefix + (event.aggregatetype or event.type.rsplit(".", 1)[0])
 
 
+#: What decoding a message raises when it is not a CloudEvent (``EnvelopeError`` and ``UnicodeDecodeError``
+#: are ``ValueError``s; JSON that is not an object fails with the others).
+NOT_A_CLOUDEVENT = (ValueError, TypeError, KeyError, AttributeError)
+
+
 @dataclasses.dataclass
 class Delivery:
-    """One event received by a consumer; ``ack`` after the handler's transaction committed."""
+    """One message received by a consumer; ``ack`` after the handler's transaction committed.
 
-    envelope: Envelope
+    A message that cannot be read as a CloudEvent is still delivered, with no
+    envelope: ``malformed`` says why, ``raw`` holds what the broker holds and
+    ``location`` where. Raising instead would stop the consumer at that message
+    for good, and leave the readable messages fetched with it unacked; handed
+    over, it is dead-lettered and acked like any event that fails its checks.
+    """
+
+    envelope: Envelope | None
     destination: str
     _ack: object = dataclasses.field(repr=False, default=None)
     _nack: object = dataclasses.field(repr=False, default=None)
     redelivered: bool = False
+    malformed: str | None = None
+    raw: bytes = dataclasses.field(repr=False, default=b"")
+    location: str = ""
+
+    @classmethod
+    def unreadable(cls, raw: bytes, problem: Exception | str, destination: str, *, location: str,
+                   ack: object, nack: object = None, redelivered: bool = False) -> "Delivery":
+        """Return the delivery of a message that is not a CloudEvent: ``problem`` says why, ``location`` where."""
+        reason = f"{type(problem).__name__}: {problem}" if isinstance(problem, Exception) else problem
+        return cls(None, destination, ack, nack, redelivered, malformed=reason or "not a CloudEvent",
+                   raw=bytes(raw), location=location)
 
     def ack(self) -> None:
         """Tell the broker the event is handled: it is not delivered to this group again."""
@@ -93,6 +117,20 @@ class Delivery:
         """Tell the broker the event was not handled: it will be delivered again."""
         if callable(self._nack):
             self._nack()
+
+
+def raw_message(headers: Mapping[Any, Any] | None, body: bytes) -> bytes:
+    """Return what a dead letter keeps of a binary-mode message: its headers as one JSON line, then the body.
+
+    Brokers with a binary binding keep the CloudEvent's attributes in headers,
+    so the body alone would not show what was wrong with them.
+    """
+    head = {_text(name): _text(value) for name, value in (headers or {}).items()}
+    return json.dumps(head, sort_keys=True).encode() + b"\n" + bytes(body or b"")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 @runtime_checkable
@@ -111,7 +149,10 @@ class Subscription(Protocol):
     """Reads events back from a broker for one consumer group (the reverse of a router)."""
 
     def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
-        """Return up to ``max_events`` deliveries, waiting at most ``timeout`` seconds for the first."""
+        """Return up to ``max_events`` deliveries, waiting at most ``timeout`` seconds for the first.
+
+        A message that is not a CloudEvent is returned as ``Delivery.unreadable``, never raised.
+        """
 
     def close(self) -> None:
         """Release connections; unacked deliveries are delivered again later."""

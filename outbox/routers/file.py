@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..envelope import Envelope, EnvelopeError
-from .base import HELD_BACK, Delivery, Destinations, PublishResult, RouterError
+from ..envelope import Envelope
+from .base import HELD_BACK, NOT_A_CLOUDEVENT, Delivery, Destinations, PublishResult, RouterError
 from .common import as_int, masked_url, split_options
 
 OPTIONS = ("max_bytes",)
@@ -168,18 +168,15 @@ class FileSubscription:
                 entry = [start, handle.tell(), False]
                 self._inflight[destination].append(entry)
                 self._read_pos[destination] = entry[1]
+                ack = lambda d=destination, e=entry: self._ack(d, e)  # noqa: E731
+                nack = lambda d=destination, e=entry: self._nack(d, e)  # noqa: E731
                 try:
                     envelope = Envelope.from_structured(json.loads(line))
-                except (ValueError, EnvelopeError) as exc:
-                    raise RouterError(f"{path}: byte {start}: not a CloudEvent line: {exc}") from exc
-                out.append(
-                    Delivery(
-                        envelope=envelope,
-                        destination=destination,
-                        _ack=lambda d=destination, e=entry: self._ack(d, e),
-                        _nack=lambda d=destination, e=entry: self._nack(d, e),
-                    )
-                )
+                except NOT_A_CLOUDEVENT as exc:
+                    out.append(Delivery.unreadable(line, exc, destination, location=f"{path} byte {start}",
+                                                   ack=ack, nack=nack))
+                    continue
+                out.append(Delivery(envelope=envelope, destination=destination, _ack=ack, _nack=nack))
         return out
 
     def _ack(self, destination: str, entry: list) -> None:

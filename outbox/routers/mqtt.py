@@ -31,8 +31,8 @@ import uuid
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
-from ..envelope import Envelope, EnvelopeError
-from .base import Delivery, Destinations, PublishResult, RouterError
+from ..envelope import Envelope
+from .base import NOT_A_CLOUDEVENT, Delivery, Destinations, PublishResult, RouterError, raw_message
 from .common import TLS_OPTIONS, KeyGate, as_int, masked_url, require, split_options, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "client_id", *TLS_OPTIONS)
@@ -211,20 +211,25 @@ class MqttSubscription:
         except queue.Empty:
             return out
         while True:
-            try:
-                envelope = envelope_of(msg.properties, msg.payload)
-            except EnvelopeError as exc:
-                raise RouterError(f"{masked_url(self.url)}: topic {msg.topic}: not a CloudEvent: {exc}") from exc
-            out.append(Delivery(
-                envelope=envelope, destination=msg.topic, redelivered=bool(msg.dup),
-                _ack=lambda m=msg: self.client.ack(m.mid, m.qos),
-            ))
+            out.append(self._delivery(msg))
             if len(out) >= max_events:
                 return out
             try:
                 msg = self._queue.get_nowait()
             except queue.Empty:
                 return out
+
+    def _delivery(self, msg) -> Delivery:
+        ack = lambda: self.client.ack(msg.mid, msg.qos)  # noqa: E731
+        try:
+            envelope = envelope_of(msg.properties, msg.payload)
+        except NOT_A_CLOUDEVENT as exc:
+            headers = dict(getattr(msg.properties, "UserProperty", None) or [])
+            headers["content-type"] = getattr(msg.properties, "ContentType", None) or ""
+            return Delivery.unreadable(raw_message(headers, msg.payload), exc, msg.topic,
+                                       location=f"topic {msg.topic} message {msg.mid}", ack=ack,
+                                       redelivered=bool(msg.dup))
+        return Delivery(envelope=envelope, destination=msg.topic, redelivered=bool(msg.dup), _ack=ack)
 
     def close(self) -> None:
         """Disconnect, keeping the session: unacked messages come again at the next connection."""

@@ -47,8 +47,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..envelope import Envelope, EnvelopeError
-from .base import Delivery, Destinations, PublishResult, RouterError
+from ..envelope import Envelope
+from .base import NOT_A_CLOUDEVENT, Delivery, Destinations, PublishResult, RouterError, raw_message
 from .common import TLS_OPTIONS, KeyGate, masked_url, require, split_options, tls_context, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "duplicate_window", "rewind", *TLS_OPTIONS)
@@ -375,17 +375,21 @@ class NatsSubscription:
             except self.client.nats.errors.TimeoutError:
                 continue
             for msg in messages:
+                redelivered = (msg.metadata.num_delivered > 1
+                               or msg.metadata.sequence.stream <= self.rewound.get(name, 0))
+                ack = lambda m=msg: self.client.loop.run(m.ack(), timeout=30)  # noqa: E731
+                nack = lambda m=msg: self.client.loop.run(m.nak(), timeout=30)  # noqa: E731
                 try:
                     envelope = envelope_of(msg.headers, msg.data)
-                except EnvelopeError as exc:
-                    raise RouterError(f"{masked_url(self.url)}: stream {name}: not a CloudEvent: {exc}") from exc
-                out.append(Delivery(
-                    envelope=envelope, destination=name,
-                    redelivered=(msg.metadata.num_delivered > 1
-                                 or msg.metadata.sequence.stream <= self.rewound.get(name, 0)),
-                    _ack=lambda m=msg: self.client.loop.run(m.ack(), timeout=30),
-                    _nack=lambda m=msg: self.client.loop.run(m.nak(), timeout=30),
-                ))
+                except NOT_A_CLOUDEVENT as exc:
+                    out.append(Delivery.unreadable(
+                        raw_message(msg.headers, msg.data), exc, name,
+                        location=f"stream {name} sequence {msg.metadata.sequence.stream}",
+                        ack=ack, nack=nack, redelivered=redelivered,
+                    ))
+                    continue
+                out.append(Delivery(envelope=envelope, destination=name, redelivered=redelivered,
+                                    _ack=ack, _nack=nack))
         return out
 
     def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:

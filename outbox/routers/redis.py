@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..envelope import Envelope, EnvelopeError
-from .base import Delivery, Destinations, PublishResult, RouterError
+from ..envelope import Envelope
+from .base import NOT_A_CLOUDEVENT, Delivery, Destinations, PublishResult, RouterError, raw_message
 from .common import TLS_OPTIONS, KeyGate, as_int, masked_url, require, split_options, too_large
 
 OPTIONS = ("maxlen", "max_bytes", "consumer", *TLS_OPTIONS)
@@ -106,6 +106,16 @@ def envelope_of(fields: dict[bytes, bytes]) -> Envelope:
         elif name.startswith(PREFIX):
             attrs[name[len(PREFIX):]] = value.decode()
     return Envelope.from_attributes(attrs, data)
+
+
+def _raw_entry(fields: dict[bytes, bytes]) -> bytes:
+    """What a dead letter keeps of an entry that is not a CloudEvent: its other fields, then ``data``."""
+    headers = {key: value for key, value in fields.items() if key != b"data"}
+    return raw_message(headers, fields.get(b"data", b""))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisRouter:
@@ -237,15 +247,17 @@ class RedisSubscription:
                 if not fields:  # trimmed away while pending
                     self.client.xack(stream, self.group, entry_id)
                     continue
+                ack = lambda s=stream, i=entry_id: self.client.xack(s, self.group, i)  # noqa: E731
                 try:
                     envelope = envelope_of(fields)
-                except (EnvelopeError, UnicodeDecodeError) as exc:
-                    raise RouterError(f"{masked_url(self.url)}: stream {stream} entry {entry_id!r} is not a CloudEvent: {exc}") from exc
-                out.append(Delivery(
-                    envelope=envelope, destination=stream, redelivered=redelivered,
-                    _ack=lambda s=stream, i=entry_id: self.client.xack(s, self.group, i),
-                    _nack=self._nack,
-                ))
+                except NOT_A_CLOUDEVENT as exc:
+                    out.append(Delivery.unreadable(
+                        _raw_entry(fields), exc, stream, location=f"stream {stream} entry {_text(entry_id)}",
+                        ack=ack, nack=self._nack, redelivered=redelivered,
+                    ))
+                    continue
+                out.append(Delivery(envelope=envelope, destination=stream, redelivered=redelivered,
+                                    _ack=ack, _nack=self._nack))
         return out
 
     def _nack(self) -> None:

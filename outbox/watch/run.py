@@ -10,12 +10,15 @@ and validating a full envelope.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Callable, Sequence
 
 from ..envelope import JOSE_CONTENT_TYPE, Envelope, parse_time
 from ..routers import RouterError, masked_url, open_subscription
 from .engine import Observation, Watch, recipient_kids
+
+log = logging.getLogger("strangler.watch")
 
 DEFAULT_GROUP = "strangler-watch"
 
@@ -90,12 +93,15 @@ class SubscriptionReader:
         """Return the observations of up to ``max_events`` deliveries."""
         self._batch = self.subscription.receive(max_events=max_events, timeout=timeout)
         kid_of = self.kid_of
-        return [
-            Observation.of(
-                d.envelope, d.destination, kid_of(d.envelope) if kid_of is not None else None
+        observations = []
+        for d in self._batch:
+            if d.envelope is None:  # not a CloudEvent: nothing to observe; the services dead-letter it
+                log.warning("%s: a message that is not a CloudEvent (%s): %s", d.destination, d.location, d.malformed)
+                continue
+            observations.append(
+                Observation.of(d.envelope, d.destination, kid_of(d.envelope) if kid_of is not None else None)
             )
-            for d in self._batch
-        ]
+        return observations
 
     def commit(self) -> None:
         """Acknowledge the last batch, last first: a router that keeps a committed offset (file) then

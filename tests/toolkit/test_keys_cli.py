@@ -197,3 +197,10 @@ def test_tail_says_when_it_found_no_events(tmp_path):
     result = run("events", "tail", "--router", f"file://{tmp_path}/evnets", "--destination", "order")
     assert result.exit_code == 0
     assert f"no events on order at file://{tmp_path}/evnets" in result.output
+
+
+def test_tail_shows_a_line_that_is_not_a_cloudevent_and_exits_1(tmp_path):
+    (tmp_path / "events").mkdir()
+    (tmp_path / "events" / "order.jsonl").write_text("not json at all\n")
+    result = run("events", "tail", "--router", f"file://{tmp_path}/events", "--destination", "order")
+    assert result.exit_code == 1 and "NOT A CLOUDEVENT" in result.output

@@ -169,6 +169,16 @@ def test_a_gap_rule_without_a_database_is_a_usage_error(router, tmp_path, monkey
     assert result.exit_code == 2 and "pass --db URL" in result.output
 
 
+def test_a_message_that_is_not_a_cloudevent_is_passed_over(router, tmp_path):
+    url, rules = router
+    publish(url, [envelope(1)])
+    with open(tmp_path / "events" / "customer.jsonl", "a") as events:
+        events.write("not json at all\n")
+    publish(url, [envelope(2)])
+    result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once")
+    assert result.exit_code == 0, result.output
+
+
 def test_a_redis_that_does_not_answer_is_a_usage_error_without_its_password(router):
     _, rules = router
     result = run("--router", "redis://:s3cret@127.0.0.1:1/0", "--rules", str(rules), "--destination", "customer",

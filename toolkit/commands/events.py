@@ -112,6 +112,9 @@ def _echo(shown: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(shown, ensure_ascii=False))
         return
+    if "unreadable" in shown:
+        click.echo(f"-  NOT A CLOUDEVENT  {shown['destination']} {shown['location']}\n    {shown['unreadable']}")
+        return
     head = f"{shown.get('time', '-')}  {shown['type']}  {shown['id']}  subject={shown.get('subject', '')}"
     click.echo(head)
     if "rejected" in shown:
@@ -182,7 +185,11 @@ def tail_command(ctx, router_url, destinations, key_files, keys_dir, policy, cou
             if not deliveries and not follow:
                 break
             for delivery in deliveries:
-                shown, ok = _describe(delivery.envelope, opener)
+                if delivery.envelope is None:
+                    shown, ok = {"destination": delivery.destination, "location": delivery.location,
+                                 "unreadable": delivery.malformed}, False
+                else:
+                    shown, ok = _describe(delivery.envelope, opener)
                 failed += not ok
                 _echo(shown, as_json)
                 seen += 1
@@ -197,7 +204,7 @@ def tail_command(ctx, router_url, destinations, key_files, keys_dir, policy, cou
     if not seen:  # say so: a misspelt destination or folder reads as nothing at all
         click.echo(f"no events on {', '.join(destinations)} at {masked_url(config.router)}", err=True)
     if failed:
-        raise Problems(f"{failed} of {seen} events failed verification or decryption")
+        raise Problems(f"{failed} of {seen} events failed verification or decryption, or were not CloudEvents")
 
 
 @command.command("decrypt")

@@ -6,6 +6,15 @@
 
 Stops on SIGTERM/SIGINT after the event in hand, or with ``--until-idle`` once
 no event arrives within ``--poll`` seconds.
+
+--keys-dir and --policy go together: with them the service verifies and
+decrypts the order events, and refuses to start when the keys folder holds no
+private key of notifications (create it with 'strangler keys new notifications').
+Without both, it reads only plaintext events (encrypt_at = "off", development)
+and dead-letters every encrypted one as rejected.
+
+A setup error (a missing key or policy, an unreachable broker) is one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -18,6 +27,9 @@ import threading
 
 from sqlalchemy import create_engine
 
+from outbox.crypto import KeyFileError, PolicyError
+from outbox.routers import RouterError
+
 from .service import build_consumer, dispatch_mail, migrate
 
 
@@ -26,17 +38,37 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True, help="the service's own database URL")
     parser.add_argument("--router", required=True, help="router URL to read from, e.g. file://./events")
-    parser.add_argument("--keys-dir", help="folder with this service's private key and the producer's public key")
-    parser.add_argument("--policy", help="the policy file (which producers this service trusts)")
+    parser.add_argument("--keys-dir", help="folder with this service's private key and the producer's public key "
+                                           "(with --policy; without both, only plaintext events are read)")
+    parser.add_argument("--policy", help="the policy file: which events this service reads and which producers "
+                                         "it trusts (with --keys-dir)")
     parser.add_argument("--spool", required=True, help="the mail spool file to append sent mail to")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds to wait for events per receive")
     parser.add_argument("--until-idle", action="store_true", help="exit once no event arrives within --poll")
     args = parser.parse_args(argv)
+    if bool(args.keys_dir) != bool(args.policy):
+        parser.error("--keys-dir and --policy go together: pass both to read encrypted events, or neither")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s notifications %(levelname)s %(message)s")
+    try:
+        return serve(args)
+    except SETUP_ERRORS as exc:
+        print(f"notifications: {exc}", file=sys.stderr)
+        return 2
 
+
+#: Errors of the service's setup (keys, policy, broker, arguments): said in one line, not a traceback.
+SETUP_ERRORS = (KeyFileError, PolicyError, RouterError, ValueError)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the consumer and the mail dispatcher until stopped; print the counts."""
     engine = create_engine(args.db)
-    migrate(engine)
-    consumer = build_consumer(engine, keys_dir=args.keys_dir, policy=args.policy)
+    try:
+        migrate(engine)
+        consumer = build_consumer(engine, keys_dir=args.keys_dir, policy=args.policy)
+    except BaseException:
+        engine.dispose()
+        raise
     done = threading.Event()
 
     def dispatcher() -> None:
