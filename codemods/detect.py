@@ -23,7 +23,16 @@ import libcst as cst
 from . import naming, sql
 from .index import IGNORE_MARK, Index, snake_case
 from .positions import start_positions
-from .values import CURSOR_NAMES, DBAPI_CONN_NAMES, OTHER, SESSION, SESSION_NAMES, WEAK_SESSION, Value
+from .values import (
+    ASYNC_SESSION,
+    CURSOR_NAMES,
+    DBAPI_CONN_NAMES,
+    OTHER,
+    SESSION,
+    SESSION_NAMES,
+    WEAK_SESSION,
+    Value,
+)
 
 KINDS = (
     "session-add",
@@ -55,8 +64,15 @@ EMIT_NAMES = {"outbox.emit", "outbox.emit.emit"}
 SQLA_DML = {
     "insert": "created", "update": "updated", "delete": "deleted",
 }
+SQLA_CONSTRUCTS = {*SQLA_DML, "select", "text"}
 SQLA_MODULES = ("sqlalchemy.", "sqlalchemy.sql.", "sqlalchemy.sql.expression.", "sqlalchemy.future.")
 DBAPI_TRANSACTION_NAMES = {"commit"}
+# Methods that run a statement: of a session (DML through scalar/scalars too), a Core connection, a DB-API
+# cursor or connection (sqlite3's executescript).
+SESSION_EXECUTES = {"execute", "executemany", "scalar", "scalars"}
+CORE_EXECUTES = {"execute", "executemany", "scalar", "scalars", "exec_driver_sql"}
+DBAPI_EXECUTES = {"execute", "executemany", "executescript"}
+EXECUTES = SESSION_EXECUTES | CORE_EXECUTES | DBAPI_EXECUTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,7 +374,9 @@ class Detector:
                 self._block(stmt.orelse.body.body, scope, in_begin)
             return
         if isinstance(stmt, (cst.If, cst.While)):
-            self._calls(stmt.test, stmt, scope, ignored, in_begin, header=True)
+            # A while header runs once per iteration, each perhaps in its own transaction: like a comprehension.
+            self._calls(stmt.test, stmt, scope, ignored, in_begin, header=True,
+                        loop="while" if isinstance(stmt, cst.While) else "")
             self._block(stmt.body.body, scope, in_begin)
             orelse = stmt.orelse
             while orelse is not None:
@@ -486,13 +504,16 @@ class Detector:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    def _calls(self, node: cst.CSTNode, stmt: cst.CSTNode, scope: _Scope, ignored: bool, in_begin: bool, header: bool):
+    def _calls(self, node: cst.CSTNode, stmt: cst.CSTNode, scope: _Scope, ignored: bool, in_begin: bool, header: bool,
+               loop: str = ""):
+        """Find the calls in ``node``; ``loop`` names the loop whose header it is, if it runs repeatedly."""
         repeated: set[cst.Call] = set()
         for call in _calls_in(node, repeated):
-            self._call(call, stmt, scope, ignored, in_begin, header, node, call in repeated)
+            self._call(call, stmt, scope, ignored, in_begin, header, node,
+                       loop or ("comprehension" if call in repeated else ""))
 
     def _call(self, call: cst.Call, stmt, scope: _Scope, ignored: bool, in_begin: bool, header: bool, small,
-              repeated: bool = False):
+              repeated: str = ""):
         func = call.func
         common = dict(ignored=ignored, in_begin=in_begin, header=header, small=small, repeated=repeated)
         if isinstance(func, cst.Attribute):
@@ -503,14 +524,15 @@ class Detector:
             if not (
                 method in SESSION_WRITES
                 or method in BULK
-                or method in ("update", "delete", "execute", "executemany", "commit")
+                or method in ("update", "delete", "commit", "execution_options")
+                or method in EXECUTES
                 or method in COLLECTION_METHODS
                 or method in self.wrapper_names
                 or method in ("save", "destroy", "create")
             ):
                 return
             receiver = self.value_of(func.value, scope)
-            if receiver is None and method in ("execute", "executemany", "commit"):
+            if receiver is None and method in ("execute", "executemany", "executescript", "commit"):
                 receiver = self._named_dbapi(func.value)
             if receiver is None:
                 return
@@ -562,7 +584,7 @@ class Detector:
         args = call.args
         if kind == "session":
             confidence = "medium" if receiver.flag else "high"
-            target = code_of(recv_node)
+            target = _emit_target(code_of(recv_node), receiver)
             if method == "commit":
                 self._event(scope, "commit", node=call, value=receiver, target=target)
             elif method in SESSION_WRITES and args:
@@ -616,7 +638,7 @@ class Detector:
                     data = f'{{"count": len({rows.value})}}'
                 self._site(scope, "session-bulk", call, stmt, verb=verb, cls=cls, target=target,
                            data=data, confidence=confidence, **common)
-            elif method in ("execute", "executemany") and args:
+            elif method in SESSION_EXECUTES and args:
                 self._execute(call, receiver, target, scope, stmt, common, confidence)
             return
         if kind == "query" and method in ("update", "delete"):
@@ -632,17 +654,30 @@ class Detector:
             target = code_of(recv_node)
             if method == "commit":
                 self._event(scope, "commit", node=call, value=receiver, target=target)
-            elif method in ("execute", "executemany") and args:
+            elif method in CORE_EXECUTES and args:
                 self._execute(call, receiver, target, scope, stmt, common, "high")
+            elif method == "execution_options" and _autocommit(args) and isinstance(recv_node, cst.Name):
+                # Connection.execution_options() changes the connection itself, assigned or not.
+                scope.env[recv_node.value] = dataclasses.replace(receiver, flag=True)
             return
         if kind in ("cursor", "dbapi_conn"):
             if method == "commit" and kind == "dbapi_conn":
                 self._event(scope, "commit", node=call, value=receiver, target=code_of(recv_node))
                 return
-            if method not in ("execute", "executemany") or not args:
+            if method not in DBAPI_EXECUTES or not args:
                 return
             text = self.value_of(args[0].value, scope)
-            dml = sql.classify(text.text) if text is not None and text.kind == "str" and text.text else None
+            dml = None
+            decide = None
+            if text is not None and text.kind == "str" and text.text:
+                if method == "executescript":
+                    found = sql.classify_script(text.text)
+                    dml = found[0] if found else None
+                    # sqlite3 commits the pending transaction first and runs the script outside it.
+                    decide = ("executescript() commits the pending transaction first and runs the script in "
+                              "autocommit: no emit can join its writes; run them with execute() and commit")
+                else:
+                    dml = sql.classify(text.text)
             if dml is None:
                 return
             if kind == "cursor":
@@ -655,7 +690,7 @@ class Detector:
             cls = self.index.class_for_table(dml.table)
             self._site(scope, "dbapi", call, stmt, verb=dml.verb, cls=cls, table=dml.table, target=target,
                        data=data, key=self._sql_key(dml, cls, params), confidence=confidence,
-                       autocommit=receiver.flag, **common)
+                       autocommit=receiver.flag, decide=decide, **common)
             return
         if kind == "collection" and method in COLLECTION_METHODS:
             owner_node = recv_node.value  # type: ignore[attr-defined]
@@ -737,8 +772,9 @@ class Detector:
         data = statement.origin if statement.kind == "stmt" else None
         if data is None and params is not None:
             data = self._plain(params, None)
+        autocommit = receiver.kind == "core_conn" and bool(receiver.flag)
         self._site(scope, "execute", call, stmt, verb=verb or "updated", cls=cls, table=table, target=target,
-                   data=data, key=key, confidence=confidence, **common)
+                   data=data, key=key, confidence=confidence, autocommit=autocommit, **common)
 
     def _wrapper_call(self, call, wrapper, recv_node, stmt, scope: _Scope, common: dict):
         entity_node = recv_node
@@ -847,7 +883,7 @@ class Detector:
         while current is not None:
             for name, value in current.env.items():
                 if value is not None and value.kind == "session" and not value.flag:
-                    return name
+                    return _emit_target(name, value)
             current = current.parent
         if scope.owner:
             for attr in SESSION_NAMES:
@@ -957,7 +993,7 @@ class Detector:
                     return Value("core_conn")
                 return None
             if kind == "session_factory" and method == "begin":
-                return SESSION
+                return ASYNC_SESSION if receiver.origin == "async" else SESSION
             if kind in ("query", "result"):
                 if method in (QUERY_CHAIN if kind == "query" else ("scalars", "unique")):
                     return receiver
@@ -980,7 +1016,9 @@ class Detector:
                 return None
             if kind == "engine":
                 if method in ("connect", "begin"):
-                    return Value("core_conn")
+                    return Value("core_conn", flag=receiver.flag)  # flag: in AUTOCOMMIT
+                if method == "execution_options":
+                    return dataclasses.replace(receiver, flag=receiver.flag or _autocommit(args))
                 if method == "raw_connection":
                     return Value("dbapi_conn")
                 return None
@@ -999,6 +1037,13 @@ class Detector:
                 return receiver
             if kind == "select":
                 return receiver
+            if kind in ("external", "fsa") and method in SQLA_CONSTRUCTS:
+                # `sa.update(...)`, and Flask-SQLAlchemy's `db.update(...)`, which re-exports sqlalchemy's.
+                origin = f"{receiver.origin}.{method}" if kind == "external" else f"sqlalchemy.{method}"
+                return self._external_call(Value("external", origin=origin), args, scope)
+            if kind == "core_conn" and method == "execution_options":
+                # Connection.execution_options() changes the connection and returns it.
+                return dataclasses.replace(receiver, flag=receiver.flag or _autocommit(args))
             if kind == "table" and method in SQLA_DML:
                 return Value("stmt", verb=SQLA_DML[method], table=receiver.table, cls=receiver.cls)
             if kind == "str" and method in ("format", "strip", "replace", "lstrip", "rstrip"):
@@ -1010,6 +1055,11 @@ class Detector:
         callee = self.value_of(func, scope)
         if callee is None:
             return None
+        return self._external_call(callee, args, scope)
+
+    def _external_call(self, callee: Value, args: Sequence[cst.Arg], scope: _Scope) -> Value | None:
+        """What calling ``callee`` (a name that resolved) with ``args`` returns."""
+        first = args[0].value if args else None
         if callee.kind == "external":
             origin = callee.origin or ""
             short = origin.rpartition(".")[2]
@@ -1154,6 +1204,12 @@ class Detector:
             action, reason = "ignored", "# strangler: ignore"
         elif decide:
             action, reason = "decide", decide
+        elif info.get("repeated") == "while":
+            action, reason = "decide", (
+                "the write is in a while header, which runs once per iteration: one emit before the loop cannot "
+                "follow each write (move the write into the loop body: `while True: result = ...; if not ...: "
+                "break`)"
+            )
         elif info.get("repeated"):
             action, reason = "decide", (
                 "the write is inside a comprehension or generator: one emit after the line cannot follow each "
@@ -1186,6 +1242,11 @@ class Detector:
     def _decision(self, kind: str, info: dict, aggregate: str | None, dynamic: bool) -> tuple[str, str]:
         if info.get("target") is None:
             return "decide", "no session at hand in this function to emit with"
+        if kind == "execute" and info.get("autocommit"):
+            return "decide", (
+                'the connection is in AUTOCOMMIT (isolation_level="AUTOCOMMIT"): the write commits before any emit '
+                "could join it; run it on a connection without AUTOCOMMIT, in `with engine.begin() as conn:`"
+            )
         if kind == "dbapi":
             if info.get("autocommit"):
                 return "decide", "the connection is in autocommit: the write commits before any emit could join it"
@@ -1287,17 +1348,27 @@ def _annotation_name(node: cst.BaseExpression) -> str | None:
 
 
 def _constant_kwargs(args: Sequence[cst.Arg]) -> dict:
-    """Keyword arguments that are True/False/None, and a string first argument as ``__first__``."""
+    """Keyword arguments that are True/False/None or a string, and a string first argument as ``__first__``."""
     kwargs: dict = {}
     for arg in args:
         if arg.keyword is not None and isinstance(arg.value, cst.Name) and arg.value.value in _CONSTANTS:
             kwargs[arg.keyword.value] = _CONSTANTS[arg.value.value]
+        elif arg.keyword is not None and isinstance(arg.value, cst.SimpleString):
+            kwargs[arg.keyword.value] = literal(arg.value)
     if args and args[0].keyword is None and (text := literal(args[0].value)) is not None:
         kwargs["__first__"] = text
     return kwargs
 
 
 _CONSTANTS = {"True": True, "False": False, "None": None}
+
+
+def _autocommit(args: Sequence[cst.Arg]) -> bool:
+    """``isolation_level="AUTOCOMMIT"`` among ``args`` (of ``create_engine`` or ``execution_options``)."""
+    return any(
+        a.keyword is not None and a.keyword.value == "isolation_level" and literal(a.value) == "AUTOCOMMIT"
+        for a in args
+    )
 
 
 def _assigned_name(small: cst.CSTNode | None, call: cst.Call) -> cst.Name | None:
@@ -1309,6 +1380,11 @@ def _assigned_name(small: cst.CSTNode | None, call: cst.Call) -> cst.Name | None
     else:
         return None
     return target if isinstance(target, cst.Name) else None
+
+
+def _emit_target(code: str, session: Value) -> str:
+    """What to pass emit for the session ``code``: an AsyncSession's ``sync_session``, the Session it drives."""
+    return f"{code}.sync_session" if session.origin == "async" else code
 
 
 def _is_reference(node: cst.CSTNode | None) -> bool:

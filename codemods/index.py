@@ -16,6 +16,7 @@ from typing import Iterable
 
 from .values import (
     ANNOTATIONS,
+    ASYNC_SESSION,
     DECLARATIVE_BASES,
     EXTERNAL_CALLS,
     OTHER,
@@ -526,9 +527,11 @@ class Index:
                 return Value("dbapi_conn", flag=autocommit)
             if value is not None and value.kind == "table":
                 return Value("table", table=kwargs.get("__first__"))
+            if value is not None and value.kind == "engine" and kwargs.get("isolation_level") == "AUTOCOMMIT":
+                return Value("engine", flag=True)  # every connection commits each statement
             return value
         if kind == "session_factory" or kind == "session":
-            return SESSION
+            return ASYNC_SESSION if callee.origin == "async" else SESSION
         if kind == "class" and callee.cls:
             if self.is_mapped(callee.cls):
                 return Value("entity", cls=callee.cls, origin="new")

@@ -120,7 +120,21 @@ def _skip_parens(tokens: list[_Token], i: int) -> int:
 
 def classify(sql: str) -> Dml | None:
     """Return the DML ``sql`` performs, or None for reads, DDL and anything not understood."""
-    tokens = tokenize(sql)
+    return _classify(tokenize(sql))
+
+
+def classify_script(script: str) -> list[Dml]:
+    """The DML statements of a ``;``-separated script (sqlite3's ``executescript``), in order."""
+    statements: list[list[_Token]] = [[]]
+    for token in tokenize(script):
+        if token.kind == "punct" and token.text == ";":
+            statements.append([])
+        else:
+            statements[-1].append(token)
+    return [dml for dml in map(_classify, statements) if dml is not None]
+
+
+def _classify(tokens: list[_Token]) -> Dml | None:
     i = 0
     if _is(tokens[0] if tokens else None, "WITH"):  # common table expressions before the verb
         i = 1

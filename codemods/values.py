@@ -24,9 +24,9 @@ class Value:
     cls: str | None = None  # qualified name of a class, mapped or not
     table: str | None = None
     verb: str | None = None  # for stmt / sql: created, updated, deleted
-    origin: str | None = None  # entity: new, loaded, param; external: qualified name
+    origin: str | None = None  # entity: new, loaded, param; external: qualified name; session(_factory): async
     attr: str | None = None  # collection: relationship name; function: qualified name
-    flag: bool | None = None  # dbapi_conn: autocommit; session: found by name only (weak)
+    flag: bool | None = None  # dbapi_conn, engine, core_conn: autocommit; session: found by name only (weak)
     text: str | None = None  # str: the literal's value; cursor: the connection's code
     key: str | None = None  # stmt / query: code of the primary key value the statement pins
 
@@ -34,6 +34,8 @@ class Value:
 OTHER = Value("other")
 SESSION = Value("session")
 WEAK_SESSION = Value("session", flag=True)
+# An AsyncSession: emit takes its `sync_session`, the Session it drives (whose commit fires emit's listeners).
+ASYNC_SESSION = Value("session", origin="async")
 
 # Qualified names of things outside the scanned tree whose call yields a known value.
 EXTERNAL_CALLS: dict[str, Value] = {
@@ -45,6 +47,10 @@ EXTERNAL_CALLS: dict[str, Value] = {
     "sqlalchemy.orm.scoping.scoped_session": SESSION,
     "sqlalchemy.orm.Session": SESSION,
     "sqlalchemy.orm.session.Session": SESSION,
+    "sqlalchemy.ext.asyncio.AsyncSession": ASYNC_SESSION,
+    "sqlalchemy.ext.asyncio.session.AsyncSession": ASYNC_SESSION,
+    "sqlalchemy.ext.asyncio.async_sessionmaker": Value("session_factory", origin="async"),
+    "sqlalchemy.ext.asyncio.session.async_sessionmaker": Value("session_factory", origin="async"),
     "sqlalchemy.create_engine": Value("engine"),
     "sqlalchemy.engine.create_engine": Value("engine"),
     "sqlalchemy.orm.declarative_base": Value("base"),
@@ -91,6 +97,8 @@ ANNOTATIONS: dict[str, Value] = {
     "sqlalchemy.orm.session.Session": SESSION,
     "sqlalchemy.orm.scoped_session": SESSION,
     "sqlalchemy.orm.scoping.scoped_session": SESSION,
+    "sqlalchemy.ext.asyncio.AsyncSession": ASYNC_SESSION,
+    "sqlalchemy.ext.asyncio.session.AsyncSession": ASYNC_SESSION,
     "sqlalchemy.engine.Connection": Value("core_conn"),
     "sqlalchemy.Connection": Value("core_conn"),
     "sqlalchemy.engine.Engine": Value("engine"),

@@ -408,3 +408,35 @@ def test_an_open_transaction_does_not_block_another_writer(server_engine):
         holder.close()
         thread.join(30)
     assert [payload(r)["writer"] for r in rows(engine)] == [3]
+
+
+def test_an_async_session_emits_through_its_sync_session(tmp_path):
+    """What ``strangler rewrite`` writes for an AsyncSession: the event commits and rolls back with it."""
+    require_module("greenlet", "test")
+    require_module("aiosqlite", "test")
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    path = tmp_path / "async.db"
+    outbox_migrate.upgrade(outbox_migrate.standalone_config(f"sqlite:///{path}"))
+
+    async def place_orders():
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        async with AsyncSession(engine) as session:
+            kept = Order(total=decimal.Decimal("1.00"))
+            session.add(kept)
+            emit(session.sync_session, "shop.order.created", kept)
+            await session.commit()
+        async with AsyncSession(engine) as session:
+            session.add(dropped := Order(total=decimal.Decimal("2.00")))
+            emit(session.sync_session, "shop.order.created", dropped)
+            await session.rollback()
+        await engine.dispose()
+
+    asyncio.run(place_orders())
+    engine = create_engine(f"sqlite:///{path}")
+    assert [(row.type, row.aggregateid) for row in rows(engine)] == [("shop.order.created", "1")]
+    engine.dispose()
