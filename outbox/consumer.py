@@ -17,7 +17,8 @@ inbox row (consumer, event id) and the handler's writes commit together, and
 the broker is acked only after that commit. A redelivered event finds its id
 in the inbox and is acked with no second effect. A handler that raises rolls
 back; the event goes to the dead-letter table with the error, and the loop
-goes on. An event that fails verification (forged, tampered, not for this
+goes on, unless the database refused it for now (a lock timeout, a deadlock):
+then it is nacked and handled again later. A broker outage is waited out. An event that fails verification (forged, tampered, not for this
 service, plaintext where encryption is expected) is dead-lettered with the
 reason, never handled. Dead letters keep the event as received: ciphertext.
 
@@ -34,26 +35,31 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import fnmatch
+import functools
 import json
 import logging
+import random
 import signal
 import threading
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import tracing
 from .envelope import JOSE_CONTENT_TYPE, Envelope
 from .inbox import dead_letter_table, inbox_table
-from .routers import Delivery, Subscription, open_subscription
+from .routers import Delivery, Subscription, masked_url, open_subscription
 from .signals import stop_on_signal
 
 log = logging.getLogger("outbox.consumer")
 
 Handler = Callable[["Event", Session], Any]
+
+#: Wait between attempts to reach the broker again during an outage, in seconds: first, cap (doubling, with jitter).
+OUTAGE_BACKOFF = (0.1, 30.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +163,8 @@ class Consumer:
 
         Outcomes: ``handled``, ``duplicate`` (already in the inbox), ``ignored``
         (no handler), ``dead`` (the handler raised), ``rejected`` (failed
-        verification), ``retry`` (the database could not record the outcome:
-        nacked, delivered again later). With OpenTelemetry, all of it runs in a
+        verification), ``retry`` (the database could not record the outcome,
+        or refused the handler's transaction for now: nacked, delivered again later). With OpenTelemetry, all of it runs in a
         ``process`` span continuing the event's trace (``outbox.tracing``).
         A message that is not a CloudEvent at all is dead-lettered as
         ``malformed`` with the bytes received, and acked (outcome ``rejected``).
@@ -197,7 +203,9 @@ class Consumer:
                         try:
                             func(event, session)
                             session.flush()
-                        except Exception as exc:  # the handler's failure, not the consumer's
+                        except Exception as exc:
+                            if is_transient_db_error(exc):
+                                raise  # the database's moment, not the handler's failure: retried below
                             raise _HandlerFailed(exc) from exc
         except _HandlerFailed as failed:
             log.warning(
@@ -212,7 +220,12 @@ class Consumer:
         except IntegrityError as exc:  # a constraint the handler's writes broke, checked at commit
             return self._dead_letter(delivery, "handler", _describe(exc), record_inbox=True, outcome="dead")
         except Exception as exc:
-            log.error("%s: cannot record event %s (will be redelivered): %s", self.name, envelope.id, _describe(exc))
+            if is_transient_db_error(exc):
+                log.warning("%s: transient database error on event %s (will be redelivered): %s",
+                            self.name, envelope.id, _describe(exc))
+            else:
+                log.error("%s: cannot record event %s (will be redelivered): %s",
+                          self.name, envelope.id, _describe(exc))
             delivery.nack()
             return self._count("retry")
         delivery.ack()
@@ -342,24 +355,38 @@ class Consumer:
         ``group`` is the consumer group (default: the consumer's name), so
         several processes of one service share the work. ``until_idle`` returns
         once a receive comes back empty (tests, batch jobs); ``max_events``
-        returns after that many deliveries.
+        returns after that many deliveries. A receive that fails (the broker
+        went away) is an outage, not the end: logged, the subscription closed
+        and opened again after a backoff with jitter (``OUTAGE_BACKOFF``), for
+        as long as it lasts; ``stop()`` ends the wait.
         """
         self._group = group or self.name
         if router_url:
             self._system = tracing.system_of(router_url)
+        reopen: Callable[[], Subscription] | None = None
         if subscription is None:
             if not router_url:
                 raise ValueError("pass router_url (e.g. redis://127.0.0.1:6379/0) or subscription")
-            subscription = open_subscription(
-                router_url, group=group or self.name, destinations=list(destinations), **options
+            reopen = functools.partial(
+                open_subscription, router_url, group=group or self.name, destinations=list(destinations), **options
             )
+            subscription = reopen()  # a mistake in the URL or options fails here, before the loop
         self._stop.clear()
         restore = self._install_signals() if install_signals else {}
         seen = 0
         backoff = 0.0
+        outage = 0.0
         try:
             while not self._stop.is_set():
-                deliveries = subscription.receive(max_events=batch, timeout=poll)
+                try:
+                    if subscription is None:
+                        subscription = reopen()
+                    deliveries = subscription.receive(max_events=batch, timeout=poll)
+                except Exception as exc:  # the broker went away: nothing in hand, so nothing to ack
+                    outage = min(max(outage * 2, OUTAGE_BACKOFF[0]), OUTAGE_BACKOFF[1])
+                    subscription = self._outage(subscription, reopen, router_url, exc, outage)
+                    continue
+                outage = 0.0
                 if not deliveries and until_idle:
                     break
                 retried = False
@@ -386,8 +413,31 @@ class Consumer:
         finally:
             for signum, previous in restore.items():
                 signal.signal(signum, previous)
-            subscription.close()
+            if subscription is not None:
+                subscription.close()
         return self.stats
+
+    def _outage(
+        self, subscription: Subscription | None, reopen: Callable[[], Subscription] | None,
+        router_url: str | None, exc: Exception, backoff: float,
+    ) -> Subscription | None:
+        """Drop the broken subscription and wait ``backoff`` with jitter (or until ``stop()``); return what to read next.
+
+        None when it can be reopened (``run`` opens it again before the next
+        receive, and comes back here if the broker still refuses); the
+        caller's own subscription when ``run`` was given one, read again as it is.
+        """
+        delay = backoff * (0.5 + random.random() / 2)
+        where = masked_url(router_url) if router_url else "the subscription"
+        log.warning("%s: broker unreachable at %s, reconnecting in %.1f s: %s", self.name, where, delay, _describe(exc))
+        if reopen is not None and subscription is not None:
+            try:
+                subscription.close()
+            except Exception:  # closing a dead connection may fail too; it is dropped either way
+                pass
+            subscription = None
+        self._stop.wait(delay)
+        return subscription
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -429,6 +479,36 @@ def require_own_key(opener: Any, keys_dir: str) -> None:
         f"create one with 'strangler keys new {service}' (and give the producer its public key), "
         f"or copy {service}'s private key file ({service}-N.private.jwk) into {keys_dir}"
     )
+
+
+#: SQLSTATEs (PostgreSQL) of a transaction refused for now: serialization failure, deadlock, lock not available.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+#: MySQL/MariaDB error numbers of the same: lock wait timeout, deadlock.
+TRANSIENT_MYSQL_ERRORS = frozenset({1205, 1213})
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """True when the database refused the transaction for now, not for good: the same event may succeed later.
+
+    A lock timeout, a deadlock, a serialization failure or a lost connection
+    says nothing about the event or the handler: two processes of one service
+    updating the same rows meet them in normal operation. Dead-lettering on
+    them would record the event as ``dead`` in the inbox and drop its update
+    for good, so the consumer rolls back, nacks and has it delivered again
+    instead. Every other error (a bug, a broken constraint) stays permanent.
+    """
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)  # psycopg 3, psycopg2
+    if sqlstate in TRANSIENT_SQLSTATES:
+        return True
+    args = getattr(exc, "args", ())
+    if type(exc).__name__ in ("OperationalError", "InternalError") and args and isinstance(args[0], int) \
+            and args[0] in TRANSIENT_MYSQL_ERRORS:
+        return True  # PyMySQL, mysqlclient and mariadb put the error number first
+    return type(exc).__name__ == "OperationalError" and "database is locked" in str(exc)  # SQLite
 
 
 class _Rejected(Exception):

@@ -1,0 +1,135 @@
+"""A broker outage while the consumer runs: it reconnects and goes on, nothing lost, nothing acked unhandled."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from outbox import inbox
+from outbox.consumer import Consumer
+from outbox.envelope import Envelope
+from outbox.routers import open_router
+from outbox.testing.services import require_module
+from tests.outbox.crypto_helpers import attributes
+from tests.outbox.relay_helpers import free_port, wait_until
+
+
+def plain_event(n: int) -> Envelope:
+    a = attributes(subject=str(n))
+    return Envelope.from_attributes(
+        {**a, "specversion": "1.0", "datacontenttype": "application/json", "aggregatetype": "order",
+         "partitionkey": a["subject"]},
+        json.dumps({"n": n}).encode(),
+    )
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own on a spare port, appendfsync always; (url, start, stop)."""
+    require_module("redis", "redis")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not on PATH")
+    import redis
+
+    port = free_port()
+    state = {}
+
+    def start():
+        state["p"] = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--appendonly", "yes",
+             "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=port)
+        wait_until(lambda: _pings(client), what="redis-server to start")
+        client.close()
+
+    def stop():
+        state["p"].kill()
+        state["p"].wait()
+
+    start()
+    yield f"redis://127.0.0.1:{port}/0", start, stop
+    if state["p"].poll() is None:
+        stop()
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def publish(url, events):
+    router = open_router(url)
+    try:
+        assert all(r.ok for r in router.publish(events))
+    finally:
+        router.close()
+
+
+def test_run_survives_a_redis_outage_and_handles_what_comes_after(own_redis, sqlite_url, caplog):
+    url, start, stop = own_redis
+    inbox.upgrade(sqlite_url)
+    engine = create_engine(sqlite_url)
+    consumer = Consumer("billing", engine)
+    handled: list[int] = []
+    consumer.add_handler("shop.order.created", lambda event, session: handled.append(event.data["n"]))
+    publish(url, [plain_event(n) for n in range(3)])
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            consumer.run(url, destinations=["order"], poll=0.2, install_signals=False)
+        except BaseException as exc:  # the old code: redis.exceptions.ConnectionError
+            errors.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: len(handled) == 3, what="the first events")
+        stop()
+        time.sleep(1.5)  # several failed receives and reopens
+        assert runner.is_alive() and not errors, errors
+        start()  # appendfsync always: the stream and the group's acks survived
+        publish(url, [plain_event(n) for n in range(3, 6)])
+        wait_until(lambda: len(handled) == 6, what="the events published after the restart")
+        assert runner.is_alive() and not errors
+    finally:
+        consumer.stop()
+        runner.join(10)
+    assert not runner.is_alive(), "stop() ends run() promptly"
+    assert sorted(handled) == list(range(6))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM strangler_inbox WHERE outcome = 'handled'")).scalar() == 6
+    assert consumer.stats.handled == 6 and consumer.stats.total() == 6
+    outage_lines = [r.getMessage() for r in caplog.records if "broker unreachable" in r.getMessage()]
+    assert outage_lines and all(url.split("/0")[0].split("//")[1] in line for line in outage_lines)
+    engine.dispose()
+
+
+def test_stop_ends_run_during_the_outage_backoff(own_redis, sqlite_url):
+    url, start, stop = own_redis
+    inbox.upgrade(sqlite_url)
+    consumer = Consumer("billing", create_engine(sqlite_url))
+    runner = threading.Thread(
+        target=consumer.run, args=(url,), kwargs={"destinations": ["order"], "poll": 0.2, "install_signals": False},
+        daemon=True,
+    )
+    runner.start()
+    time.sleep(0.5)
+    stop()
+    time.sleep(3)  # the backoff has grown past a second by now
+    assert runner.is_alive(), "the outage did not end run()"
+    begun = time.monotonic()
+    consumer.stop()
+    runner.join(5)
+    assert not runner.is_alive() and time.monotonic() - begun < 2
