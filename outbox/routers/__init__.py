@@ -96,4 +96,8 @@ def open_subscription(
     subscribe = getattr(cls, "subscribe", None)
     if subscribe is None:
         raise RouterError(f"the router for {masked_url(url)!r} has no consumer side")
+    if prefix and getattr(cls, "GROUP_NAMES_ARE_GLOBAL", False):
+        # The group names a broker-wide object (a RabbitMQ queue, an MQTT session): without the
+        # prefix, two environments' groups of one name would share it and read each other's events.
+        group = prefix + group
     return subscribe(url, group=group, destinations=[prefix + d for d in destinations], **options)

@@ -82,6 +82,9 @@ def envelope_of(properties, body: bytes) -> Envelope:
 class AmqpRouter:
     """Publishes to RabbitMQ topic exchanges with publisher confirms awaited per batch."""
 
+    #: The consumer group names a broker-wide object, so ``destination_prefix`` prefixes it too.
+    GROUP_NAMES_ARE_GLOBAL = True
+
     def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
         self.url, opts = split_options(url, options, OPTIONS)
         self.destinations = destinations or Destinations()

@@ -89,6 +89,9 @@ def envelope_of(properties, payload: bytes) -> Envelope:
 class MqttRouter:
     """Publishes QoS 1 messages with MQTT 5 user properties; PUBACKs awaited per batch."""
 
+    #: The consumer group names a broker-wide object, so ``destination_prefix`` prefixes it too.
+    GROUP_NAMES_ARE_GLOBAL = True
+
     def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
         self.url, opts = split_options(url, options, OPTIONS)
         self.destinations = destinations or Destinations()
