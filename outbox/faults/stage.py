@@ -497,8 +497,8 @@ def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups
         connection = pika.BlockingConnection(pika.URLParameters(router_url.split("?", 1)[0]))
         try:
             channel = connection.channel()
-            for queue in groups:
-                channel.queue_delete(queue)
+            for group in groups:  # opened through a prefixed URL, a group's queue carries the prefix too
+                channel.queue_delete(prefix + group)
             for exchange in destinations:
                 channel.exchange_delete(exchange)
         finally:

@@ -48,7 +48,7 @@ def remove_from_broker(service: str, url: str, prefix: str) -> None:
 
         connection = pika.BlockingConnection(pika.URLParameters(url))
         channel = connection.channel()
-        channel.queue_delete("notifications")
+        channel.queue_delete(prefix + "notifications")  # destination_prefix names the group's queue too
         for name in DESTINATIONS:
             channel.exchange_delete(prefix + name)
         connection.close()
