@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from outbox import inbox
 from outbox.consumer import Consumer
 from outbox.envelope import Envelope
 from outbox.routers import open_router
-from outbox.testing.services import require_module
 from tests.outbox.crypto_helpers import attributes
-from tests.outbox.relay_helpers import free_port, wait_until
+from tests.outbox.relay_helpers import wait_until
 
 
 def plain_event(n: int) -> Envelope:
@@ -27,45 +23,6 @@ def plain_event(n: int) -> Envelope:
          "partitionkey": a["subject"]},
         json.dumps({"n": n}).encode(),
     )
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A redis-server of this test's own on a spare port, appendfsync always; (url, start, stop)."""
-    require_module("redis", "redis")
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not on PATH")
-    import redis
-
-    port = free_port()
-    state = {}
-
-    def start():
-        state["p"] = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--appendonly", "yes",
-             "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=port)
-        wait_until(lambda: _pings(client), what="redis-server to start")
-        client.close()
-
-    def stop():
-        state["p"].kill()
-        state["p"].wait()
-
-    start()
-    yield f"redis://127.0.0.1:{port}/0", start, stop
-    if state["p"].poll() is None:
-        stop()
-
-
-def _pings(client) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 def publish(url, events):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from tests.outbox.relay_helpers import (
     emit_events,
     file_events,
     first_seen_order,
-    free_port,
     migrated_engine,
     pending_count,
     rows,
@@ -92,46 +90,6 @@ def test_sigterm_finishes_the_batch_marks_it_and_exits_0(sqlite_url, tmp_path):
     assert '"msg":"relay stopped"' in err and '"published":100' in err
     assert "payload" not in err and '"key"' not in err  # logs never carry event data
     engine.dispose()
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A redis-server of this test's own on a spare port, appendfsync always; (url, restart, kill)."""
-    require_module("redis", "redis")
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not on PATH")
-    port = free_port()
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    state = {}
-
-    def start():
-        state["p"] = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--appendonly", "yes",
-             "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(port=port)
-        wait_until(lambda: _pings(client), what="redis-server to start")
-        client.close()
-
-    def kill():
-        state["p"].kill()
-        state["p"].wait()
-
-    start()
-    yield f"redis://127.0.0.1:{port}/0", start, kill
-    kill()
-
-
-def _pings(client) -> bool:
-    try:
-        return client.ping()
-    except Exception:
-        return False
 
 
 def test_a_broker_outage_backs_off_keeps_the_rows_and_resumes(sqlite_url, own_redis):

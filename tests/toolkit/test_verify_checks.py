@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from outbox import inbox
 from outbox.faults import scenarios
 from outbox.faults.stage import Stage, StageError
+from outbox.testing.databases import table_names
 from toolkit.cli import cli
 
 
@@ -35,14 +36,6 @@ def ran_a_scenario(result) -> bool:
     return any(line.startswith("running ") for line in result.output.splitlines())
 
 
-def tables(url: str) -> set[str]:
-    engine = sa.create_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("router, says", [
     ("foo://x", "no router for scheme 'foo'"),
     ("redis://:secret@127.0.0.1:1/0", "redis unreachable"),
@@ -53,7 +46,7 @@ def test_a_router_no_scenario_could_use_is_a_usage_error_before_any_scenario(sql
     assert "--router" in result.output and says in result.output
     assert not ran_a_scenario(result) and "lost" not in result.output
     assert "secret" not in result.output
-    assert tables(sqlite_url) == set()
+    assert table_names(sqlite_url) == set()
 
 
 def test_a_database_that_cannot_be_reached_is_a_usage_error_naming_db(tmp_path):
@@ -75,7 +68,7 @@ def test_a_scenario_whose_set_up_fails_drops_every_table_it_made_and_says_it_cou
     assert "relay-kill: COULD NOT FINISH (the broker refused the subscription (test))" in result.output
     assert "1 scenario(s) could not finish" in result.output and "lost" not in result.output
     assert f"relay-kill: the processes' logs are in {logs_in}/strangler-verify-relay-kill-" in result.output
-    assert tables(sqlite_url) == set()  # the private outbox and the inbox tables verify made are gone
+    assert table_names(sqlite_url) == set()  # the private outbox and the inbox tables verify made are gone
 
 
 def test_a_scenario_that_raises_drops_its_tables_and_keeps_an_existing_inbox_but_its_own_rows(
@@ -90,7 +83,7 @@ def test_a_scenario_that_raises_drops_its_tables_and_keeps_an_existing_inbox_but
     seen = {}
 
     def breaks_midway(stage, budget, figures, rng):
-        seen["tables"] = tables(sqlite_url)
+        seen["tables"] = table_names(sqlite_url)
         with stage.engine.begin() as conn:
             conn.execute(sa.insert(inbox.inbox_table).values({**theirs, "consumer": stage.consumer_name}))
         raise KeyError("a bug in the scenario (test)")
@@ -100,7 +93,7 @@ def test_a_scenario_that_raises_drops_its_tables_and_keeps_an_existing_inbox_but
     assert result.exit_code == 1
     assert "relay-kill: COULD NOT FINISH (KeyError: 'a bug in the scenario (test)')" in result.output
     assert any(name.endswith("_outbox") for name in seen["tables"])
-    assert tables(sqlite_url) == {inbox.INBOX_TABLE, inbox.DEAD_LETTER_TABLE}
+    assert table_names(sqlite_url) == {inbox.INBOX_TABLE, inbox.DEAD_LETTER_TABLE}
     with engine.connect() as conn:
         assert conn.execute(sa.select(inbox.inbox_table.c.consumer)).scalars().all() == ["billing"]
     engine.dispose()
@@ -113,5 +106,5 @@ def test_poison_rows_on_sqlite_and_a_relative_file_router_pass_and_leave_nothing
     assert result.exit_code == 0, result.output
     assert "poison-rows [sqlite+file]" in result.output and " lost=0 " in result.output
     assert "dead_reasons=oversized|unreadable" in result.output
-    assert tables(sqlite_url) == set()
+    assert table_names(sqlite_url) == set()
     assert not (tmp_path / "events").exists()
