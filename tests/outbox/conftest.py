@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from outbox.testing.services import require_module
+from outbox.testing.services import in_ci, require_module
 from tests.outbox.relay_helpers import free_port, wait_until
 
 
@@ -21,7 +21,8 @@ def own_redis(tmp_path):
     require_module("redis", "redis")
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not on PATH")
+        reason = "redis-server is not on PATH (the outage tests start one of their own)"
+        pytest.fail(reason) if in_ci() else pytest.skip(reason)
     import redis
 
     port = free_port()
