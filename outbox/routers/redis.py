@@ -22,13 +22,16 @@ start of the stream so nothing published before the first subscribe is missed;
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from ..envelope import Envelope
 from .base import NOT_A_CLOUDEVENT, Delivery, Destinations, PublishResult, RouterError, raw_message
 from .common import TLS_OPTIONS, KeyGate, as_int, masked_url, require, split_options, too_large
 
-OPTIONS = ("maxlen", "max_bytes", "consumer", *TLS_OPTIONS)
+OPTIONS = ("maxlen", "max_bytes", "consumer", "claim_idle", *TLS_OPTIONS)
+#: Seconds an entry may wait unacked before another process of the group takes it over.
+DEFAULT_CLAIM_IDLE = 60.0
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 PREFIX = "ce_"
 #: Replies that mean "not now" rather than "never".
@@ -202,6 +205,8 @@ class RedisSubscription:
         self.redis, self.client = _client(self.url, opts)
         self.group = group
         self.consumer = opts.get("consumer") or "strangler"
+        self.claim_idle = float(opts.get("claim_idle", DEFAULT_CLAIM_IDLE))
+        self._next_claim = time.monotonic() + self.claim_idle
         self.streams = list(destinations)
         for stream in self.streams:
             try:
@@ -233,11 +238,33 @@ class RedisSubscription:
             out = self._deliveries(replies, redelivered=True)
             if out:
                 return out
+        if self.claim_idle > 0 and time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self.claim_idle
+            out = self._claim_idle(max_events)
+            if out:
+                return out
         replies = self.client.xreadgroup(
             self.group, self.consumer, {s: ">" for s in self.streams}, count=max_events,
             block=max(1, int(timeout * 1000)),
         )
         return self._deliveries(replies, redelivered=False)
+
+    def _claim_idle(self, max_events: int) -> list[Delivery]:
+        """Take over the group's entries left unacked for ``claim_idle`` seconds (``XAUTOCLAIM``).
+
+        A process killed while handling leaves its entry pending; read again
+        only when a process of the group reopens, it would wait as long as the
+        others run on. Claimed, it is delivered again here (the inbox makes a
+        second handling harmless, should its owner have been slow, not dead).
+        """
+        out: list[Delivery] = []
+        for stream in self.streams:
+            reply = self.client.xautoclaim(stream, self.group, self.consumer, int(self.claim_idle * 1000),
+                                           start_id="0-0", count=max_events - len(out))
+            out += self._deliveries([(stream, reply[1])], redelivered=True)
+            if len(out) >= max_events:
+                break
+        return out
 
     def _deliveries(self, replies, *, redelivered: bool) -> list[Delivery]:
         out = []

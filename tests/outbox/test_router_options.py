@@ -20,8 +20,8 @@ TLS = ("ca_file", "cert_file", "key_file")
 #: scheme: (a URL of it with nothing listening, the client module, the options its docs list)
 ROUTERS = {
     "file": ("file://{tmp}/events", None, ("max_bytes", "destination_prefix")),
-    "redis": ("redis://127.0.0.1:1/0", "redis", ("maxlen", "max_bytes", "consumer", *TLS, "destination_prefix")),
-    "rediss": ("rediss://127.0.0.1:1/0", "redis", ("maxlen", "max_bytes", "consumer", *TLS, "destination_prefix")),
+    "redis": ("redis://127.0.0.1:1/0", "redis", ("maxlen", "max_bytes", "consumer", "claim_idle", *TLS, "destination_prefix")),
+    "rediss": ("rediss://127.0.0.1:1/0", "redis", ("maxlen", "max_bytes", "consumer", "claim_idle", *TLS, "destination_prefix")),
     "amqp": ("amqp://guest:guest@127.0.0.1:1/%2F", "pika",
              ("max_bytes", "confirm_timeout", "prefetch", *TLS, "destination_prefix")),
     "amqps": ("amqps://guest:guest@127.0.0.1:1/%2F", "pika",

@@ -139,3 +139,40 @@ def test_after_a_nack_every_unacked_entry_comes_again_in_order_before_new_ones()
         import redis
 
         redis.Redis.from_url(url).delete(prefix + "order")
+
+
+def test_an_entry_its_dead_process_left_unacked_is_taken_over_by_one_still_running():
+    """A process of the group killed mid-handler: after claim_idle a running one delivers its entry again."""
+    require_module("redis", "redis")
+    import time
+    import uuid
+
+    from outbox.routers import Destinations, open_router, open_subscription
+    from outbox.testing.conformance import make_event
+
+    url = service_url("redis")
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    stream = prefix + "order"
+    router = open_router(url, destinations=Destinations(prefix=prefix))
+    survivor = open_subscription(f"{url}?claim_idle=0.5", group="g", destinations=[stream])
+    try:
+        assert survivor.receive(timeout=0.1) == []  # up and reading new entries
+        event = make_event()
+        assert all(r.ok for r in router.publish([event]))
+        dying = open_subscription(url, group="g", destinations=[stream])
+        [taken] = dying.receive(timeout=1)
+        dying.close()  # killed before the ack: the entry stays pending
+        assert taken.envelope.id == event.id
+
+        time.sleep(0.6)
+        [again] = survivor.receive(timeout=1)
+        assert again.envelope.id == event.id and again.redelivered
+        again.ack()
+        time.sleep(0.6)
+        assert survivor.receive(timeout=0.2) == []  # acked: not claimed again
+    finally:
+        survivor.close()
+        router.close()
+        import redis
+
+        redis.Redis.from_url(url).delete(stream)
