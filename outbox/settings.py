@@ -11,7 +11,6 @@ while the project's ``strangler.toml`` said they were encrypted.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from typing import Protocol
 
@@ -59,33 +58,27 @@ def _from_configuration() -> OutboxSettings:
 
     config = load_config()
     return OutboxSettings(
-        source=config.source, table_name=config.outbox_table, sealer=_sealer_for(config.crypto, config.origin)
+        source=config.source, table_name=config.outbox_table, sealer=_sealer_for(config)
     )
 
 
-def _sealer_for(crypto, origin: str) -> PayloadSealer | None:
+def _sealer_for(config) -> PayloadSealer | None:
     """The sealer ``crypto.encrypt_at`` asks for, or None where events stay in plaintext.
 
-    Sealing is on when the policy file exists: a project without one (at the
-    default path) is in development and writes plaintext, as before it
-    adopted encryption. A policy file named explicitly must exist.
+    Sealing is on when the policy file exists (``Config.policy_file``): a
+    project without one at the default path is in development and writes
+    plaintext, as before it adopted encryption.
     """
-    from toolkit.config import ConfigError, CryptoConfig
-
+    crypto = config.crypto
     if crypto.encrypt_at == "off":
         return None
-    if not os.path.isfile(crypto.policy):
-        if crypto.policy == CryptoConfig().policy:
-            return None
-        where = "environment variable STRANGLER_CRYPTO_POLICY" if "STRANGLER_CRYPTO_POLICY" in os.environ else origin
-        raise ConfigError(
-            f"{where}: crypto.policy = {crypto.policy!r}: no such file (relative paths are from "
-            f"{os.getcwd()}); write the policy there, or set crypto.encrypt_at = 'off' to emit plaintext"
-        )
+    policy = config.policy_file()
+    if policy is None:
+        return None
     from .crypto import producer_crypto
 
     return producer_crypto(
-        crypto.encrypt_at, crypto.keys_dir, crypto.policy, producer=crypto.producer,
+        crypto.encrypt_at, crypto.keys_dir, policy, producer=crypto.producer,
         reuse_events=crypto.reuse_events, reuse_seconds=crypto.reuse_seconds,
     ).sealer
 

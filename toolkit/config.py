@@ -119,6 +119,24 @@ class Config:
     #: Where the file values came from, for messages; not a setting.
     origin: str = dataclasses.field(default="defaults", compare=False, repr=False)
 
+    def policy_file(self) -> str | None:
+        """The policy file in force: ``crypto.policy`` where it exists, None where the default's is absent.
+
+        A project without a policy at the default path has not adopted
+        encryption yet; a policy named explicitly must exist, or ``emit`` and the
+        relay would quietly pass plaintext the project meant to encrypt.
+        """
+        policy = self.crypto.policy
+        if os.path.isfile(policy):
+            return policy
+        if policy == CryptoConfig().policy:
+            return None
+        where = "environment variable STRANGLER_CRYPTO_POLICY" if "STRANGLER_CRYPTO_POLICY" in os.environ else self.origin
+        raise ConfigError(
+            f"{where}: crypto.policy = {policy!r}: no such file (relative paths are from {os.getcwd()}); "
+            "write the policy there, or set crypto.encrypt_at = 'off' for plaintext events"
+        )
+
 
 
 

@@ -90,3 +90,13 @@ def test_without_a_policy_file_the_relay_forwards_rows_as_written(monkeypatch, t
 
     assert result.exit_code == 0, result.output
     assert "canary@example.com" in published(tmp_path / "events")
+
+
+def test_a_policy_named_but_missing_stops_the_relay_with_exit_2(monkeypatch, tmp_path, sqlite_url):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STRANGLER_CRYPTO_POLICY", "policies/shop.toml")
+    outbox_migrate.upgrade(outbox_migrate.standalone_config(sqlite_url))
+
+    result = CliRunner().invoke(cli, ["relay", "--db", sqlite_url, "--router", "file://./events", "--once"])
+
+    assert result.exit_code == 2 and "crypto.policy = 'policies/shop.toml': no such file" in result.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -150,16 +149,14 @@ def envelope_transform_for(config):
 
 
 def _plaintext_guard_for(config):
-    from toolkit.config import CryptoConfig
+    from toolkit.config import ConfigError
 
-    policy_path = config.crypto.policy
-    if not os.path.isfile(policy_path):
-        if policy_path == CryptoConfig().policy:
-            return None  # no policy at the default path: a project without encryption yet
-        raise click.UsageError(
-            f"crypto.policy = {policy_path!r}: no such file (relative paths are from {os.getcwd()}); "
-            "the relay reads it to refuse plaintext rows of encrypted types"
-        )
+    try:
+        policy_path = config.policy_file()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if policy_path is None:
+        return None  # no policy at the default path: a project without encryption yet
     try:
         from outbox.crypto import PolicyError, load_policy, plaintext_guard
     except ImportError as exc:
