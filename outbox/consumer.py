@@ -43,7 +43,7 @@ import signal
 import threading
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,6 +75,23 @@ class Event:
     producer_kid: str | None
     envelope: Envelope = dataclasses.field(repr=False)
     redelivered: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Retried:
+    """What handing one dead event to its handler again came to (``Consumer.retry_dead_letters``).
+
+    ``outcome`` is one of the delivery outcomes (``handled``, ``duplicate``,
+    ``ignored``, ``dead``, ``rejected``, ``retry``) or ``unreadable``: a dead
+    letter of a message that is not a CloudEvent, which no handler can take.
+    Only ``handled`` and ``duplicate`` remove the dead letter.
+    """
+
+    event_id: str
+    type: str
+    reason: str
+    outcome: str
+    error: str | None = None
 
 
 @dataclasses.dataclass
@@ -236,7 +253,7 @@ class Consumer:
         setattr(self.stats, attr, getattr(self.stats, attr) + 1)
         return outcome
 
-    def _open(self, envelope: Envelope, redelivered: bool) -> Event:
+    def _open(self, envelope: Envelope, redelivered: bool, *, check_age: bool = True) -> Event:
         if self.opener is not None:
             from .crypto import RejectedEvent
 
@@ -252,7 +269,7 @@ class Consumer:
             )
         else:
             data_bytes, producer_kid = envelope.data, None
-        if self.max_age is not None:
+        if self.max_age is not None and check_age:
             age = (dt.datetime.now(dt.timezone.utc) - envelope.time).total_seconds()
             if age > self.max_age:
                 raise _Rejected(
@@ -448,6 +465,100 @@ class Consumer:
         return previous
 
     # -- dead letters ------------------------------------------------------------------------------
+
+    def retry_dead_letters(self, *, event_ids: Iterable[str] = (), event_type: str | None = None) -> list[Retried]:
+        """Hand this consumer's dead events to their handlers again, oldest first; return what each came to.
+
+        For after the cause is fixed: a handler's bug, a key or policy that was
+        missing. Each event is verified and decrypted again, then handled as a
+        delivery is, in one transaction that also turns its inbox row from
+        ``dead`` to ``handled`` and deletes its dead letters: the retry has
+        its effect once, or not at all. An event that fails again keeps its
+        dead letter, with the new error. ``event_ids`` and ``event_type`` (an
+        exact type or an fnmatch pattern) narrow the retry; by default every
+        dead letter of this consumer is retried. ``max_age`` does not apply:
+        an operator asked for these events.
+
+        The retried event comes after events of its aggregate that were handled
+        since it died; a handler that must not apply an old change over a newer
+        one compares ``event.time`` (or a version in the data) with its row.
+        """
+        wanted = set(event_ids)
+        letters: dict[str, dict[str, Any]] = {}
+        for letter in self.dead_letters():
+            if wanted and letter["event_id"] not in wanted:
+                continue
+            if event_type and not fnmatch.fnmatchcase(letter["type"], event_type):
+                continue
+            letters.setdefault(letter["event_id"], letter)  # the oldest of an id's letters speaks for it
+        return [self._retry(letter) for letter in letters.values()]
+
+    def _retry(self, letter: dict[str, Any]) -> Retried:
+        def came_to(outcome: str, error: str | None = None) -> Retried:
+            return Retried(letter["event_id"], letter["type"], letter["reason"], outcome, error)
+
+        try:
+            envelope = Envelope.from_json(letter["event"])
+        except Exception as exc:  # a malformed message: kept for a person to read, never handled
+            return came_to("unreadable", _describe(exc))
+        func = self.handler_for(envelope.type)
+        if func is None:
+            return came_to("ignored", f"consumer {self.name} has no handler for {envelope.type}")
+        try:
+            event = self._open(envelope, redelivered=True, check_age=False)
+        except _Rejected as exc:
+            return came_to("rejected", self._still_dead(envelope.id, exc.reason, str(exc.cause)))
+        try:
+            with self.sessions() as session:
+                with session.begin():
+                    session.execute(delete(inbox_table).where(
+                        inbox_table.c.consumer == self.name, inbox_table.c.event_id == envelope.id,
+                        inbox_table.c.outcome == "dead",
+                    ))
+                    if self._seen(session, envelope.id):
+                        outcome = "duplicate"  # handled since (redelivered after its inbox row was deleted)
+                    else:
+                        outcome = "handled"
+                        self._record(session, envelope, "handled")
+                        try:
+                            func(event, session)
+                            session.flush()
+                        except Exception as exc:
+                            if is_transient_db_error(exc):
+                                raise
+                            raise _HandlerFailed(exc) from exc
+                    session.execute(delete(dead_letter_table).where(
+                        dead_letter_table.c.consumer == self.name, dead_letter_table.c.event_id == envelope.id,
+                    ))
+        except _HandlerFailed as failed:
+            return came_to("dead", self._still_dead(envelope.id, "handler", _describe(failed.cause)))
+        except IntegrityError as exc:  # the handler's writes broke a constraint at commit, or a running
+            if self._handled(envelope.id):  # process of this consumer handled the event meanwhile
+                return came_to("duplicate")
+            return came_to("dead", self._still_dead(envelope.id, "handler", _describe(exc)))
+        except Exception as exc:
+            return came_to("retry", _describe(exc))
+        return came_to(outcome)
+
+    def _still_dead(self, event_id: str, reason: str, error: str) -> str:
+        """Record on the event's dead letters why its retry failed; return the error."""
+        with self.sessions() as session:
+            with session.begin():
+                session.execute(
+                    update(dead_letter_table)
+                    .where(dead_letter_table.c.consumer == self.name, dead_letter_table.c.event_id == event_id)
+                    .values(reason=reason, error=error[:10000])
+                )
+        return error
+
+    def _handled(self, event_id: str) -> bool:
+        with self.sessions() as session:
+            outcome = session.execute(
+                select(inbox_table.c.outcome).where(
+                    inbox_table.c.consumer == self.name, inbox_table.c.event_id == event_id
+                )
+            ).scalar()
+        return outcome == "handled"
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Return this consumer's dead letters, oldest first (the event as received, reason, error)."""

@@ -70,6 +70,7 @@ __all__ = [
     "dead_letter_table",
     "inbox_table",
     "metadata",
+    "purge_handled",
     "standalone_config",
     "upgrade",
 ]
@@ -100,3 +101,30 @@ def downgrade(db_url: str, revision: str = "base") -> None:
     from alembic import command
 
     command.downgrade(standalone_config(db_url), f"{BRANCH}@{revision}" if revision == "base" else revision)
+
+
+def purge_handled(engine, before, *, consumer: str | None = None, batch_size: int = 1000) -> int:
+    """Delete inbox rows recorded before ``before`` (a timezone-aware time), in bounded batches; return how many.
+
+    An id deleted here is handled again if its event comes back, so ``before``
+    must lie further back than any redelivery or replay can reach. Dead
+    letters are not touched: they go by ``strangler inbox retry`` or ``discard``.
+    """
+    from sqlalchemy import delete, select
+
+    t = inbox_table
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            query = select(t.c.consumer, t.c.event_id).where(t.c.handled_at < before)
+            if consumer is not None:
+                query = query.where(t.c.consumer == consumer)
+            keys = conn.execute(query.limit(batch_size)).all()
+            by_consumer: dict[str, list[str]] = {}
+            for name, event_id in keys:
+                by_consumer.setdefault(name, []).append(event_id)
+            for name, ids in by_consumer.items():
+                conn.execute(delete(t).where(t.c.consumer == name, t.c.event_id.in_(ids)))
+        deleted += len(keys)
+        if len(keys) < batch_size:
+            return deleted

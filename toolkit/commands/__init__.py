@@ -15,6 +15,7 @@ COMMANDS = [
     "relay",
     "keys",
     "events",
+    "inbox",
     "scan",
     "rewrite",
     "watch",

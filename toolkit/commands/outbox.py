@@ -96,6 +96,10 @@ _MISSING = [
 ]
 
 
+#: A consumer's tables (outbox.inbox), made by ``strangler inbox migrate``, not ``outbox migrate``.
+_INBOX_TABLES = ("strangler_inbox", "strangler_dead_letters")
+
+
 def _explain_database_error(context: ExceptionContext) -> DatabaseUnusable | None:
     """Replace a failed connect, or a missing table or column, with an error that says what to do.
 
@@ -114,6 +118,11 @@ def _explain_database_error(context: ExceptionContext) -> DatabaseUnusable | Non
     for kind, pattern in _MISSING:
         found = pattern.search(reason)
         if found:
+            if found[1].strip('"`').startswith(_INBOX_TABLES):
+                return DatabaseUnusable(
+                    f"the database {url} has no {kind} {found[1]}: run 'strangler inbox migrate --db {url}' "
+                    "to create or upgrade the inbox tables"
+                )
             return DatabaseUnusable(
                 f"the database {url} has no {kind} {found[1]}: run 'strangler outbox migrate --db {url}' "
                 "to create or upgrade the outbox tables"
