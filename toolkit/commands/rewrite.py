@@ -15,8 +15,10 @@ from .codemod_options import codemod_run, python_files, settings_from
 
 @click.command(name="rewrite")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--diff", "mode", flag_value="diff", default=True, help="Print a unified diff; write nothing (default).")
-@click.option("--write", "mode", flag_value="write", help="Rewrite the files in place (atomically).")
+@click.option("--diff", "diff", is_flag=True,
+              help="Print a unified diff; write nothing (the default). Not with --write.")
+@click.option("--write", "write", is_flag=True, help="Rewrite the files in place (atomically); print no diff. "
+              "Not with --diff.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Parallel processes (default: CPU count).")
 @click.option("--only", "only", default="", metavar="KINDS",
               help=f"Comma-separated kinds to rewrite: {', '.join(KINDS)}.")
@@ -24,8 +26,8 @@ from .codemod_options import codemod_run, python_files, settings_from
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="strangler.toml or pyproject.toml to read.")
 @click.pass_context
-def command(ctx: click.Context, paths: tuple[str, ...], mode: str, jobs: int | None, only: str, force: bool,
-            config_file: str | None) -> None:
+def command(ctx: click.Context, paths: tuple[str, ...], diff: bool, write: bool, jobs: int | None, only: str,
+            force: bool, config_file: str | None) -> None:
     """Insert emit(session, "<prefix>.<aggregate>.<verb>", entity) after each state change.
 
     \b
@@ -35,6 +37,7 @@ def command(ctx: click.Context, paths: tuple[str, ...], mode: str, jobs: int | N
     transaction cannot be proven are listed as needing a decision and left
     alone. A second run changes nothing. Files that do not parse are skipped
     and listed. Exit 1 when a file was skipped or a site needs a decision.
+    --diff (the default) and --write exclude each other: exit 2 with both.
 
     \b
     Examples:
@@ -44,6 +47,7 @@ def command(ctx: click.Context, paths: tuple[str, ...], mode: str, jobs: int | N
     """
     from codemods import report
 
+    write = _writes(diff=diff, write=write)
     kinds = tuple(k.strip() for k in only.split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -53,7 +57,6 @@ def command(ctx: click.Context, paths: tuple[str, ...], mode: str, jobs: int | N
         ctx.find_root().ensure_object(dict)["config_path"] = config_file
     config = load(ctx)
     settings = settings_from(config)  # before any file is read: a typo must not stop a rewrite halfway
-    write = mode == "write"
     files = python_files(paths, config)
     if write and not force:
         dirty = runner.dirty_files(files)
@@ -80,3 +83,18 @@ def command(ctx: click.Context, paths: tuple[str, ...], mode: str, jobs: int | N
                f"{len(skipped)} files skipped", err=True)
     if decide or skipped:
         raise Problems(f"{len(decide)} sites need a decision, {len(skipped)} files skipped")
+
+
+def _writes(*, diff: bool, write: bool) -> bool:
+    """Whether to write the files; a usage error (exit 2) when both ``--diff`` and ``--write`` are given.
+
+    They contradict each other (a write prints no diff), so both together is a mistake to report,
+    not to guess at: letting the last one win would let a script that meant to preview rewrite a
+    codebase.
+    """
+    if diff and write:
+        raise click.UsageError(
+            "--diff and --write exclude each other: --diff prints a unified diff and writes nothing, "
+            "--write rewrites the files in place and prints no diff; pass one of them"
+        )
+    return write

@@ -1,0 +1,53 @@
+"""``strangler rewrite --diff`` and ``--write`` exclude each other: given both, nothing is touched."""
+
+from __future__ import annotations
+
+import pytest
+
+from click.testing import CliRunner
+
+from toolkit.cli import cli
+
+from .helpers import MODELS, write_tree
+
+CODE = '''
+from .models import db, User
+
+
+def sign_up(name):
+    user = User(name=name)
+    db.session.add(user)
+    db.session.commit()
+'''
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("flags", [("--write", "--diff"), ("--diff", "--write")])
+def test_diff_and_write_together_are_a_usage_error_whatever_their_order(tmp_path, flags):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": CODE})
+    before = (tmp_path / "app/code.py").read_text()
+    result = invoke("rewrite", str(tmp_path), *flags, "--force")
+    assert result.exit_code == 2
+    assert "--diff and --write exclude each other" in result.output
+    assert "writes nothing" in result.output and "in place" in result.output
+    assert (tmp_path / "app/code.py").read_text() == before
+    assert "emit(" not in result.stdout
+
+
+@pytest.mark.parametrize("flags, writes", [((), False), (("--diff",), False), (("--write",), True)])
+def test_one_mode_alone_still_works(tmp_path, flags, writes):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": CODE})
+    before = (tmp_path / "app/code.py").read_text()
+    result = invoke("rewrite", str(tmp_path), *flags, "--force", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert ((tmp_path / "app/code.py").read_text() != before) is writes
+    assert ('+    emit(db.session, "app.user.created", user)' in result.stdout) is not writes
+
+
+def test_the_help_says_the_two_modes_exclude_each_other():
+    text = " ".join(invoke("rewrite", "--help").output.split())
+    assert "--diff (the default) and --write exclude each other: exit 2 with both." in text
+    assert "Not with --write" in text and "Not with --diff" in text
