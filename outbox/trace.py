@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from types import SimpleNamespace
 from typing import Any, Iterable
 
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .envelope import _split_span_context, format_time
-from .routers import masked_url
+from .routers import Destinations, masked_url, split_destination_prefix
 from .table import DEFAULT_TABLE_NAME, get_outbox_table
 
 
@@ -99,8 +100,12 @@ def trace_event(
 
     ``destinations`` narrows where the broker is searched; by default the
     destination is the one the row's aggregate type names, else every one.
+    Names are given as consumers give them: a ``destination_prefix`` in
+    ``router_url`` is put before each, so the search reads what the relay
+    published to (and, searching every one, only the prefix's).
     """
     journey = Journey(event_id=event_id, found=False)
+    routing = _routing(router_url)
     row = _outbox_row(db_url, event_id, table_name) if db_url else None
     emitted_at = published_at = None
     if row is not None:
@@ -128,7 +133,7 @@ def trace_event(
             "relay": row.get("published_by"),
             "attempts": row.get("attempts"),
             "last_error": row.get("last_error"),
-            "destination": _default_destination(row),
+            "destination": _published_to(routing, row),
         }
         if row.get("published_at") is not None:
             published_at = row["published_at"]
@@ -156,11 +161,14 @@ def trace_event(
         )
 
     if router_url:
-        wanted = list(destinations) or ([_default_destination(row)] if row is not None else [])
-        found = _on_broker(router_url, event_id, wanted)
+        wanted = [routing.prefix + d for d in destinations] or (
+            [_published_to(routing, row)] if row is not None else []
+        )
+        found = _on_broker(router_url, event_id, wanted, routing.prefix)
         if found is None:
+            everything = f"all starting with {routing.prefix!r}" if routing.prefix else "all"
             journey.notes.append(
-                f"not found on {masked_url(router_url)} (destinations searched: {', '.join(wanted) or 'all'})"
+                f"not found on {masked_url(router_url)} (destinations searched: {', '.join(wanted) or everything})"
             )
         else:
             journey.found = True
@@ -190,10 +198,14 @@ def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None
     return (end - start).total_seconds()
 
 
-def _default_destination(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return ""
-    return row["aggregatetype"] or row["type"].rsplit(".", 1)[0]
+def _routing(router_url: str | None) -> Destinations:
+    """The relay's routing for ``router_url``: its ``destination_prefix``, as ``open_router`` applies it."""
+    return Destinations(prefix=split_destination_prefix(router_url)[1] if router_url else "")
+
+
+def _published_to(routing: Destinations, row: dict[str, Any]) -> str:
+    """The destination the relay sent ``row`` to: what ``Destinations`` computes, so the two cannot drift."""
+    return routing.for_event(SimpleNamespace(type=row["type"], aggregatetype=row["aggregatetype"]))
 
 
 def _redact(url: str) -> str:
@@ -308,21 +320,25 @@ def _inbox_hops(url: str, event_id: str) -> list[Hop]:
 
 
 def _on_broker(
-    router_url: str, event_id: str, destinations: list[str]
+    router_url: str, event_id: str, destinations: list[str], prefix: str = ""
 ) -> tuple[dt.datetime | None, str, dict[str, Any], list[str]] | None:
-    """Return (stored at, where, details, groups that read past it) for the event, or None."""
+    """Return (stored at, where, details, groups that read past it) for the event, or None.
+
+    ``destinations`` are the names on the broker (prefixed); with none, every
+    destination starting with ``prefix`` is searched.
+    """
     scheme = router_url.split("://", 1)[0]
     if scheme == "file":
-        return _on_file_broker(router_url, event_id, destinations)
+        return _on_file_broker(router_url, event_id, destinations, prefix)
     if scheme in ("redis", "rediss"):
-        return _on_redis(router_url, event_id, destinations)
+        return _on_redis(router_url, event_id, destinations, prefix)
     raise TraceError(
         f"--router {masked_url(router_url)}: looking an event up is supported on file:// and redis:// routers; "
         "leave --router out to trace from the outbox and the inboxes"
     )
 
 
-def _on_file_broker(router_url: str, event_id: str, destinations: list[str]):
+def _on_file_broker(router_url: str, event_id: str, destinations: list[str], prefix: str = ""):
     from .routers.file import _SAFE, _file_name, folder_of
 
     folder = folder_of(router_url)
@@ -331,7 +347,7 @@ def _on_file_broker(router_url: str, event_id: str, destinations: list[str]):
     if destinations:
         files = [(d, folder / _file_name(d)) for d in destinations]
     else:
-        files = [(p.name[: -len(".jsonl")], p) for p in sorted(folder.glob("*.jsonl"))]
+        files = [(p.name[: -len(".jsonl")], p) for p in sorted(folder.glob(f"{_SAFE.sub('_', prefix)}*.jsonl"))]
     needle = f'"id":"{event_id}"'.encode()
     for destination, path in files:
         if not path.exists():
@@ -360,7 +376,7 @@ def _on_file_broker(router_url: str, event_id: str, destinations: list[str]):
     return None
 
 
-def _on_redis(router_url: str, event_id: str, destinations: list[str]):
+def _on_redis(router_url: str, event_id: str, destinations: list[str], prefix: str = ""):
     try:
         import redis
     except ImportError:
@@ -376,7 +392,7 @@ def _on_redis(router_url: str, event_id: str, destinations: list[str]):
         raise TraceError(str(exc)) from None
     try:
         streams = destinations or sorted(
-            key.decode() for key in client.scan_iter(_type="stream", count=1000)
+            key.decode() for key in client.scan_iter(match=_glob_escape(prefix) + "*", _type="stream", count=1000)
         )
         for stream in streams:
             if not client.exists(stream):
@@ -409,6 +425,11 @@ def _on_redis(router_url: str, event_id: str, destinations: list[str]):
     finally:
         client.close()
     return None
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _redis_groups_past(client, stream: str, entry: str) -> list[str]:

@@ -257,7 +257,8 @@ def decrypt_command(ctx, source, key_files, keys_dir, policy, as_json):
 @click.option("--inbox-db", "inbox_urls", multiple=True,
               help="A service database with the inbox, to see who handled the event; repeatable.")
 @click.option("--destination", "destinations", multiple=True,
-              help="Where to look on the router (default: the destination of the event's aggregate).")
+              help="Where to look on the router, named as consumers name it: the router URL's "
+                   "destination_prefix goes before it (default: the destination of the event's aggregate).")
 @click.option("--json", "as_json", is_flag=True, help="Print the journey as one JSON document.")
 @click.pass_context
 def trace_command(ctx, event_id, db_url, router_url, inbox_urls, destinations, as_json):
@@ -265,7 +266,9 @@ def trace_command(ctx, event_id, db_url, router_url, inbox_urls, destinations, a
 
     \b
     Reads only what strangler records (the outbox row, the broker, each
-    service's inbox and dead letters): no tracing back-end needed.
+    service's inbox and dead letters): no tracing back-end needed. With a
+    destination_prefix in the router URL, it reads the prefixed destinations
+    the relay published to, as the consumers do.
     Exit code 1 if the event is found nowhere.
 
     \b
