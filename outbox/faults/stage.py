@@ -43,6 +43,7 @@ from sqlalchemy.engine import Engine
 
 from .. import inbox
 from ..table import get_outbox_table
+from .interrupt import shielded
 
 #: Aggregate type of the scenario's events; its destination is ``<prefix>item``.
 AGGREGATE = "item"
@@ -103,7 +104,7 @@ def check_router(router_url: str) -> None:
     except Exception as exc:
         raise StageError(str(exc) or type(exc).__name__) from exc
     finally:
-        with contextlib.suppress(Exception):
+        with shielded(), contextlib.suppress(Exception):
             cleanup_broker(url, prefix, [prefix + AGGREGATE], [f"{prefix}check"], keep_folder=keep_folder)
 
 
@@ -304,19 +305,21 @@ class Stage:
         """Remove every table, row, destination and process of the stage; safe after a failed ``create``.
 
         Each part is cleaned up on its own, so one that fails (a broker gone
-        away) leaves the others no less clean.
+        away) leaves the others no less clean; and all of it shielded, so a
+        SIGTERM arriving meanwhile stops the run only once it is clean.
         """
-        for process in self.processes:
-            if process.alive():
-                process.kill()
-        with contextlib.suppress(Exception):
-            self._drop_tables()
-        with contextlib.suppress(Exception):
-            self._clean_inbox()
-        with contextlib.suppress(Exception):
-            cleanup_broker(self.router_url, self.prefix, [self.prefix + d for d in self.destinations],
-                           [self.checker_group, self.consumer_name], keep_folder=self._keep_folder)
-        self.engine.dispose()
+        with shielded():
+            for process in self.processes:
+                if process.alive():
+                    process.kill()
+            with contextlib.suppress(Exception):
+                self._drop_tables()
+            with contextlib.suppress(Exception):
+                self._clean_inbox()
+            with contextlib.suppress(Exception):
+                cleanup_broker(self.router_url, self.prefix, [self.prefix + d for d in self.destinations],
+                               [self.checker_group, self.consumer_name], keep_folder=self._keep_folder)
+            self.engine.dispose()
 
     def _drop_tables(self) -> None:
         with self.engine.begin() as conn:
@@ -474,7 +477,7 @@ class Stage:
 
 def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups: list[str], *,
                    keep_folder: bool = True) -> None:
-    """Delete the stage's streams / exchanges / queues / files on the broker (best effort).
+    """Delete the stage's streams / exchanges / queues / files / sessions on the broker (best effort).
 
     A file router's folder itself is removed only when it is left empty and
     ``keep_folder`` is False (the stage made it).
@@ -482,6 +485,9 @@ def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups
     scheme = urlsplit(router_url).scheme
     if scheme == "file":
         _cleanup_files(router_url, prefix, keep_folder=keep_folder)
+    if scheme in ("mqtt", "mqtts"):
+        # opened through a prefixed URL, a group's session (client id) carries the prefix too
+        end_mqtt_sessions(router_url, [prefix + group for group in groups])
     if scheme in ("redis", "rediss"):
         import redis
 
@@ -525,6 +531,36 @@ def cleanup_broker(router_url: str, prefix: str, destinations: list[str], groups
                 await nc.close()
 
         asyncio.run(work())
+
+
+def end_mqtt_sessions(router_url: str, client_ids: list[str], *, timeout: float = 5.0) -> None:
+    """End the persistent MQTT sessions of ``client_ids``: the broker would keep each for a day otherwise.
+
+    A consumer group's session is kept across disconnects on purpose (it
+    queues what the group has not read yet); the stage's groups are done with,
+    so each is taken over with a clean start and a session expiry of zero,
+    which discards the old session and leaves none behind at the disconnect.
+    """
+    from ..routers.common import split_options
+    from ..routers.mqtt import OPTIONS, _client
+
+    url, opts = split_options(router_url, {}, OPTIONS)
+    failures = []
+    for client_id in client_ids:
+        _, client, (host, port, props) = _client(url, opts, client_id, clean_start=True)
+        try:
+            client.connect(host, port, keepalive=30, clean_start=True, properties=props)
+            deadline = time.monotonic() + timeout
+            while not client.is_connected() and time.monotonic() < deadline:
+                client.loop(0.1)
+            if not client.is_connected():
+                failures.append(client_id)
+            client.disconnect()
+            client.loop(0.1)
+        except OSError:
+            failures.append(client_id)
+    if failures:
+        raise StageError(f"cannot end the MQTT sessions {', '.join(failures)}")
 
 
 def _cleanup_files(router_url: str, prefix: str, *, keep_folder: bool) -> None:
@@ -678,8 +714,9 @@ class PrivateBroker:
 def private_broker(scheme: str, workdir: Path, *, config: str = "") -> Iterator[PrivateBroker]:
     """A started private broker, stopped on exit."""
     broker = PrivateBroker(scheme, workdir, config=config)
-    broker.start()
     try:
+        broker.start()  # inside: a signal during the start must not leave the instance running
         yield broker
     finally:
-        broker.stop()
+        with shielded():
+            broker.stop()

@@ -47,8 +47,13 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
     row but the scenario consumer's own. db-cut terminates only the
     scenario's own connections (PostgreSQL); broker-outage starts and stops a
     broker of its own (redis-server, nats-server, rabbitmq-server or
-    mosquitto must be on PATH). A database or router that cannot be opened
+    mosquitto must be on PATH). On MQTT the consumer groups' persistent
+    sessions are ended too. A database or router that cannot be opened
     is a usage error (exit 2), found before any scenario runs.
+
+    \b
+    SIGTERM or Ctrl-C stops the run after the same clean-up (a second one
+    while it runs is ignored; SIGKILL skips it): exit 1, saying so.
 
     \b
     Example:
@@ -57,18 +62,34 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
           --scenario relay-kill --scenario consumer-kill --events 500 --json
     """
     from outbox.faults import Budget
+    from outbox.faults.interrupt import Interrupted, signals_interrupt
     from outbox.faults.scenarios import SCENARIOS
 
     config = load(ctx, db=db, router=router_url)
-    _check_database(config.db)
-    _check_router(config.router)
     budget = Budget(events=events, kills=kills, consumer_kills=kills, seconds=seconds,
                     outage=min(30.0, max(3.0, seconds / 4)), db_cuts=max(2, kills // 2),
                     backlog=min(100_000, events * 10), backlog_pad=1024, hold_seconds=min(5.0, seconds / 10))
-    outcomes = [_run_one(name, config.db, config.router, budget, as_json) for name in scenarios or list(SCENARIOS)]
+    names = scenarios or list(SCENARIOS)
+    outcomes: list[str] = []
+    # Without a handler SIGTERM ends the process on the spot, skipping the clean-up in the scenarios'
+    # finally blocks: their tables, destinations and processes would stay behind.
+    try:
+        with signals_interrupt():
+            _check_database(config.db)
+            _check_router(config.router)
+            for name in names:
+                outcomes.append(_run_one(name, config.db, config.router, budget, as_json))
+    except Interrupted as exc:
+        raise Problems(_interrupted(exc.name, names, outcomes)) from None
     summary = _summary(outcomes)
     if summary:
         raise Problems(summary)
+
+
+def _interrupted(signal_name: str, names: list[str], outcomes: list[str]) -> str:
+    """The message of a run stopped by a signal: how far it got, and that it cleaned up before exiting."""
+    return (f"interrupted by {signal_name} after {len(outcomes)} of {len(names)} scenario(s); the clean-up ran: "
+            "the private tables, broker destinations and processes were removed")
 
 
 def _summary(outcomes: list[str]) -> str:
@@ -112,9 +133,10 @@ def _run_one(name: str, db_url: str, router_url: str, budget, as_json: bool) -> 
 
     The scenario drops its tables and broker destinations itself, however it
     ends; the working folder (the processes' logs) is kept when it did not
-    pass, and named.
+    pass, and named, and removed when a signal stopped the run.
     """
     from outbox.faults import run_scenario
+    from outbox.faults.interrupt import Interrupted
     from outbox.faults.scenarios import Unsupported
     from outbox.faults.stage import StageError
 
@@ -122,6 +144,9 @@ def _run_one(name: str, db_url: str, router_url: str, budget, as_json: bool) -> 
     workdir = Path(tempfile.mkdtemp(prefix=f"strangler-verify-{name}-"))
     try:
         figures = run_scenario(name, db_url, router_url, budget=budget, workdir=workdir)
+    except Interrupted:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     except Unsupported as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         _report(as_json, {"scenario": name, "skipped": str(exc)}, f"{name}: skipped ({exc})")
