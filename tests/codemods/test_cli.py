@@ -50,6 +50,15 @@ def test_scan_sarif_and_text(tmp_path):
     assert "session-add" in text and "user" in text
 
 
+def test_scan_json_with_another_format_is_a_usage_error_and_with_format_json_agrees(tmp_path):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": CODE})
+    for order in (["--json", "--format", "sarif"], ["--format", "text", "--json"]):
+        result = CliRunner().invoke(cli, ["scan", str(tmp_path), *order])
+        assert result.exit_code == 2 and "contradicts --format" in result.output
+    agreed = CliRunner().invoke(cli, ["scan", str(tmp_path), "--json", "--format", "json"])
+    assert agreed.exit_code == 1 and json.loads(agreed.stdout)["sites"]
+
+
 def test_rewrite_diff_writes_nothing_then_write_then_idempotent(tmp_path):
     write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": CODE})
     before = (tmp_path / "app/code.py").read_text()

@@ -14,7 +14,7 @@ from .codemod_options import codemod_run, python_files, settings_from
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text", show_default=True,
               help="text for a person, json for tools (docs/codemods.md), sarif for editors and code hosts.")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json (with another --format: a usage error).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Parallel processes (default: CPU count).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="strangler.toml or pyproject.toml to read.")
@@ -37,6 +37,8 @@ def command(ctx: click.Context, paths: tuple[str, ...], fmt: str, as_json: bool,
     """
     from codemods import report
 
+    if as_json and fmt != "json" and ctx.get_parameter_source("fmt") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError(f"--json is --format json: it contradicts --format {fmt}; pass one of them")
     if config_file:
         ctx.find_root().ensure_object(dict)["config_path"] = config_file
     config = load(ctx)
