@@ -16,12 +16,17 @@ Options (keyword or URL query): ``maxlen``, ``max_bytes`` (default 64 MiB),
 
 Consumer side: a consumer group per service (``XREADGROUP``), created at the
 start of the stream so nothing published before the first subscribe is missed;
-``ack`` is ``XACK``. Unacked entries are read again when the consumer reopens
-(its pending list) or after ``nack``: all of them, in order, before any new one.
+``ack`` is ``XACK``. Each subscription is a consumer of its own in the group
+(``default_consumer_name``), so it re-reads only the entries it was given: after
+``nack`` all of them, in order, before any new one. Entries a dead process left
+unacked are taken over by a live one after ``claim_idle`` (``XAUTOCLAIM``).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import time
 from collections.abc import Sequence
 
@@ -33,6 +38,8 @@ OPTIONS = ("maxlen", "max_bytes", "consumer", "claim_idle", *TLS_OPTIONS)
 #: Seconds an entry may wait unacked before another process of the group takes it over.
 DEFAULT_CLAIM_IDLE = 60.0
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: Pending entries looked at per XPENDING when a subscription closes.
+_RELEASE_PAGE = 1000
 PREFIX = "ce_"
 #: Replies that mean "not now" rather than "never".
 _TRANSIENT_REPLIES = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
@@ -61,6 +68,20 @@ def _client(url: str, opts: dict):
         return redis, redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
         raise RouterError(f"{masked_url(url)}: not a Redis URL ({exc}); e.g. redis://127.0.0.1:6379/0") from exc
+
+
+def default_consumer_name() -> str:
+    """Return a consumer name no other subscription has: ``<host>-<pid>-<random>``.
+
+    Processes of a service sharing one name would share one pending list: a
+    process starting, or nacking, would read its siblings' entries in flight
+    again and handle them a second time while they still do. Host and pid
+    keep the name readable in ``XINFO CONSUMERS``; the random part tells apart
+    two subscriptions of one process, and a pid reused after a restart. Only
+    the host's first label is kept (a pod's name; the domain adds nothing).
+    """
+    host = socket.gethostname().split(".", 1)[0][:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def pack_event(stream: str, event: Envelope, maxlen: int | None = None) -> bytes:
@@ -202,11 +223,22 @@ class RedisSubscription:
         if not destinations:
             raise RouterError(f"{masked_url(url)}: name at least one destination (stream) to read")
         self.url, opts = split_options(url, options, OPTIONS)
-        self.redis, self.client = _client(self.url, opts)
-        self.group = group
-        self.consumer = opts.get("consumer") or "strangler"
+        self.consumer = opts.get("consumer") or default_consumer_name()
         self.claim_idle = float(opts.get("claim_idle", DEFAULT_CLAIM_IDLE))
-        self._next_claim = time.monotonic() + self.claim_idle
+        if self.claim_idle <= 0 and not opts.get("consumer"):
+            # Unclaimed, a process's unacked entries are read again only under its own name,
+            # and a default name is never used twice: they would stay pending for ever.
+            raise RouterError(f"{masked_url(url)}: claim_idle=0 needs a fixed consumer name (consumer=...)")
+        self.redis, self.client = _client(self.url, opts)
+        # Every connection of this subscription carries its consumer name (CLIENT SETNAME), so a
+        # process starting can tell a member of the group that is alive from one that died.
+        self.client.connection_pool.connection_kwargs["client_name"] = self.consumer
+        self._adopted = False
+        self.group = group
+        # The first receive already looks for entries left long enough by a dead process:
+        # a process starting has no pending list of its own to pick them up from.
+        self._next_claim = time.monotonic()
+        self._closed = False
         self.streams = list(destinations)
         for stream in self.streams:
             try:
@@ -217,11 +249,18 @@ class RedisSubscription:
             except self.redis.ConnectionError as exc:
                 raise RouterError(f"{masked_url(url)}: redis unreachable: {exc}") from exc
         #: Per stream, the id after which this consumer's unacked entries are read next; None once
-        #: they are all read again (first this consumer's entries from an earlier run).
+        #: they are all read again (at first those of an earlier run under a fixed ``consumer`` name).
         self._pending_after: dict[str, str] | None = {s: "0" for s in self.streams}
 
     def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
-        """Return up to ``max_events`` entries: every unacked one of this consumer first, in order."""
+        """Return up to ``max_events`` entries: every unacked one of this consumer first, in order.
+
+        The first receive adopts what dead members of the group left unacked
+        (``_adopt_orphans``), so those come first too.
+        """
+        if not self._adopted:
+            self._adopt_orphans()
+            self._adopted = True
         while self._pending_after is not None:
             replies = self.client.xreadgroup(self.group, self.consumer, dict(self._pending_after),
                                              count=max_events)
@@ -249,13 +288,55 @@ class RedisSubscription:
         )
         return self._deliveries(replies, redelivered=False)
 
+    def _adopt_orphans(self) -> None:
+        """Take over the unacked entries of group members with no connection to Redis left: a process that died.
+
+        A process starting has a new consumer name, so it would not re-read
+        what the process before it held: those entries would wait ``claim_idle``
+        while newer events of their aggregates were handled, and one consumer
+        process per group would lose per-aggregate order across a crash. A
+        member is dead when no connection carries its name (``CLIENT LIST``;
+        every subscription names its connections). Its entries move to this
+        consumer (``XCLAIM … JUSTID``), which reads its own pending list first,
+        in stream order, and the dead name leaves the group. Where ``CLIENT
+        LIST`` is not allowed (an ACL, a managed Redis), ``claim_idle`` alone
+        brings them back.
+        """
+        try:
+            live = {client.get("name") for client in self.client.client_list()}
+        except self.redis.ResponseError:
+            return
+        for stream in self.streams:
+            try:
+                members = self.client.xinfo_consumers(stream, self.group)
+            except self.redis.ResponseError:
+                continue  # the stream or group went away meanwhile
+            for member in members:
+                name = _text(member["name"])
+                if name != self.consumer and name not in live and member.get("pending"):
+                    self._take_over(stream, name)
+
+    def _take_over(self, stream: str, dead: str) -> None:
+        """Move every pending entry of consumer ``dead`` on ``stream`` to this one; then remove ``dead`` from the group."""
+        start = "-"
+        while True:
+            pending = self.client.xpending_range(stream, self.group, start, "+", _RELEASE_PAGE, consumername=dead)
+            if not pending:
+                break
+            ids = [entry["message_id"] for entry in pending]
+            self.client.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
+            start = "(" + _text(ids[-1])
+        if not self.client.xpending_range(stream, self.group, "-", "+", 1, consumername=dead):
+            self.client.xgroup_delconsumer(stream, self.group, dead)
+
     def _claim_idle(self, max_events: int) -> list[Delivery]:
         """Take over the group's entries left unacked for ``claim_idle`` seconds (``XAUTOCLAIM``).
 
-        A process killed while handling leaves its entry pending; read again
-        only when a process of the group reopens, it would wait as long as the
-        others run on. Claimed, it is delivered again here (the inbox makes a
-        second handling harmless, should its owner have been slow, not dead).
+        A process killed while handling leaves its entry pending under its own
+        consumer name, which no process takes again (unless the name is a fixed
+        ``consumer``): unclaimed, it would wait for ever. Claimed, it is
+        delivered again here (the inbox makes a second handling harmless,
+        should its owner have been slow, not dead).
         """
         out: list[Delivery] = []
         for stream in self.streams:
@@ -291,5 +372,47 @@ class RedisSubscription:
         self._pending_after = {s: "0" for s in self.streams}
 
     def close(self) -> None:
-        """Close the connection; unacked entries stay in this consumer's pending list."""
-        self.client.close()
+        """Leave the group, or hand this consumer's unacked entries to the next claim; close. Safe twice.
+
+        Unacked entries stay pending under this consumer's name; they are
+        marked idle for ``claim_idle``, so the next claim of a process of the
+        group (a starting one's first receive) delivers them again at once.
+        A fixed ``consumer`` name reopened reads them again itself.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for stream in self.streams:
+                self._release(stream)
+        except (self.redis.RedisError, OSError):
+            pass  # broker unreachable: the name stays (harmless) and the entries wait for claim_idle
+        finally:
+            self.client.close()
+
+    def _release(self, stream: str) -> None:
+        """Remove this consumer from ``stream``'s group if nothing is pending for it there, else mark that idle.
+
+        Each process start adds a consumer name; without this the group would
+        list every process that ever ran. ``XGROUP DELCONSUMER`` drops the
+        consumer's pending entries with it, so it runs only after ``XPENDING``
+        found none: nothing can become pending for this name in between, as
+        only this subscription reads and claims under it.
+        """
+        idle_ms = int(self.claim_idle * 1000)
+        start = "-"
+        try:
+            while True:
+                pending = self.client.xpending_range(stream, self.group, start, "+", _RELEASE_PAGE,
+                                                     consumername=self.consumer)
+                if not pending and start == "-":
+                    self.client.xgroup_delconsumer(stream, self.group, self.consumer)
+                    return
+                if not pending or idle_ms <= 0:
+                    return  # with claim_idle 0 nobody claims: they wait for this fixed name to reopen
+                ids = [entry["message_id"] for entry in pending]
+                # JUSTID: handing back is not a delivery, the entries' delivery counts stay as they are.
+                self.client.xclaim(stream, self.group, self.consumer, 0, ids, idle=idle_ms, justid=True)
+                start = "(" + _text(ids[-1])
+        except self.redis.ResponseError:
+            return  # stream or group deleted meanwhile: nothing to leave

@@ -141,8 +141,14 @@ def test_after_a_nack_every_unacked_entry_comes_again_in_order_before_new_ones()
         redis.Redis.from_url(url).delete(prefix + "order")
 
 
-def test_an_entry_its_dead_process_left_unacked_is_taken_over_by_one_still_running():
-    """A process of the group killed mid-handler: after claim_idle a running one delivers its entry again."""
+@pytest.mark.parametrize("death", ["closed", "killed"])
+def test_an_entry_its_dead_process_left_unacked_is_taken_over_by_one_still_running(death):
+    """A process of the group gone mid-handler: after claim_idle a running one delivers its entry again.
+
+    Each process is a consumer of its own name, so no other process reads the
+    entry from its pending list: the claim is what brings it back. Killed, the
+    process does not even close its subscription.
+    """
     require_module("redis", "redis")
     import time
     import uuid
@@ -161,7 +167,10 @@ def test_an_entry_its_dead_process_left_unacked_is_taken_over_by_one_still_runni
         assert all(r.ok for r in router.publish([event]))
         dying = open_subscription(url, group="g", destinations=[stream])
         [taken] = dying.receive(timeout=1)
-        dying.close()  # killed before the ack: the entry stays pending
+        if death == "closed":
+            dying.close()  # stopped before the ack: the entry stays pending
+        else:
+            dying.client.close()  # killed: the connection drops, nothing is cleaned up
         assert taken.envelope.id == event.id
 
         time.sleep(0.6)

@@ -1,0 +1,279 @@
+"""Each Redis subscription is its own consumer of the group: it re-reads only what it was given.
+
+Processes of one service share a consumer group. Were they one consumer (one
+name), a process that starts, or that nacks, would read its siblings' entries
+in flight again and handle them a second time while the siblings still do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from outbox.testing.services import require_module, service_url
+
+
+@pytest.fixture
+def redis_url():
+    require_module("redis", "redis")
+    return service_url("redis")
+
+
+@pytest.fixture
+def client(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix():
+    return f"t{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture
+def stream(client, prefix):
+    """The stream of this test's own, deleted (with its group) afterwards."""
+    yield prefix + "order"
+    client.delete(prefix + "order")
+
+
+@pytest.fixture
+def publish(redis_url, prefix):
+    """Publish ``count`` events to ``stream``; return them."""
+    from outbox.routers import Destinations, open_router
+    from outbox.testing.conformance import make_event
+
+    router = open_router(redis_url, destinations=Destinations(prefix=prefix))
+
+    def publish(count: int):
+        events = [make_event(key="k", data={"n": n}) for n in range(count)]
+        assert all(result.ok for result in router.publish(events))
+        return events
+
+    yield publish
+    router.close()
+
+
+@pytest.fixture
+def subscribe(redis_url, stream):
+    """Open subscriptions of group ``g`` on ``stream``; those still open are closed afterwards."""
+    from outbox.routers import open_subscription
+
+    opened = []
+
+    def subscribe(query: str = "", **options):
+        subscription = open_subscription(redis_url + query, group="g", destinations=[stream], **options)
+        opened.append(subscription)
+        return subscription
+
+    yield subscribe
+    for subscription in opened:
+        subscription.close()
+
+
+def consumers(client, stream) -> dict[str, int]:
+    """The group's consumers on ``stream`` and how many entries each holds pending."""
+    return {c["name"].decode(): c["pending"] for c in client.xinfo_consumers(stream, "g")}
+
+
+def ids(deliveries) -> list[str]:
+    return [d.envelope.id for d in deliveries]
+
+
+def test_the_default_name_tells_host_and_process_apart_and_differs_per_subscription(subscribe, client, stream):
+    first, second = subscribe(), subscribe()
+    first.receive(timeout=0.05)
+    second.receive(timeout=0.05)
+
+    assert first.consumer != second.consumer
+    assert set(consumers(client, stream)) == {first.consumer, second.consumer}
+    host = socket.gethostname().split(".")[0]
+    assert all(s.consumer.startswith(f"{host}-{os.getpid()}-") for s in (first, second))
+
+
+def test_the_default_name_keeps_only_the_first_label_of_a_long_hostname(monkeypatch):
+    from outbox.routers import redis as redis_router
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "billing-7d9f8c6b5-x2k4q.pods.cluster.example")
+    assert redis_router.default_consumer_name().startswith(f"billing-7d9f8c6b5-x2k4q-{os.getpid()}-")
+    monkeypatch.setattr(socket, "gethostname", lambda: "h" * 200)
+    assert len(redis_router.default_consumer_name()) < 80
+
+
+def test_a_subscription_opened_beside_a_busy_one_gets_only_new_entries(subscribe, publish):
+    busy = subscribe()
+    in_flight = publish(3)
+    assert ids(busy.receive(timeout=1)) == [e.id for e in in_flight]  # handling, not acked yet
+
+    starting = subscribe()
+    assert starting.receive(timeout=0.2) == []  # the sibling's entries are not read again
+    later = publish(2)
+    assert ids(starting.receive(timeout=1)) == [e.id for e in later]
+
+
+def test_a_nack_brings_back_only_the_subscriptions_own_entries(subscribe, publish):
+    events = publish(2)
+    mine, sibling = subscribe(), subscribe()
+    [taken] = mine.receive(max_events=1, timeout=1)
+    [held] = sibling.receive(max_events=1, timeout=1)
+    assert (taken.envelope.id, held.envelope.id) == (events[0].id, events[1].id)
+
+    taken.nack()
+    [again] = mine.receive(timeout=1)
+    assert again.envelope.id == taken.envelope.id and again.redelivered
+    assert mine.receive(timeout=0.2) == []  # never the sibling's entry
+
+
+@pytest.mark.parametrize("acked", [True, False], ids=["everything acked", "nothing ever received"])
+def test_a_subscription_closed_with_nothing_pending_leaves_the_group(subscribe, publish, client, stream, acked):
+    subscription = subscribe()
+    if acked:
+        publish(2)
+        for delivery in subscription.receive(timeout=1):
+            delivery.ack()
+    else:
+        assert subscription.receive(timeout=0.05) == []
+    assert subscription.consumer in consumers(client, stream)
+
+    subscription.close()
+    assert consumers(client, stream) == {}
+
+
+def test_a_subscription_closed_with_entries_pending_stays_in_the_group_and_its_entries_can_be_claimed(
+        subscribe, publish, client, stream):
+    busy, idle = subscribe(), subscribe()
+    events = publish(2)
+    assert ids(busy.receive(timeout=1)) == [e.id for e in events]
+    assert idle.receive(timeout=0.2) == []
+
+    idle.close()
+    busy.close()  # with two entries unacked: they must stay pending, under its name
+    assert consumers(client, stream) == {busy.consumer: 2}
+
+    claimer = subscribe("?claim_idle=0.3")
+    time.sleep(0.4)
+    claimed = claimer.receive(timeout=1)
+    assert ids(claimed) == [e.id for e in events] and all(d.redelivered for d in claimed)
+
+
+def test_entries_left_pending_by_a_close_go_to_the_next_process_starting_without_waiting_claim_idle(
+        subscribe, publish, client, stream):
+    def pending():
+        """(consumer, times delivered) of each pending entry."""
+        return [(p["consumer"].decode(), p["times_delivered"]) for p in client.xpending_range(stream, "g", "-", "+", 10)]
+
+    stopping = subscribe()
+    events = publish(3)
+    taken = stopping.receive(timeout=1)
+    taken[0].ack()
+    stopping.close()  # stopped with two handed out, not handled: a rolling restart
+    assert pending() == [(stopping.consumer, 1)] * 2  # still pending; closing is not a delivery
+
+    successor = subscribe()  # the default claim_idle, 60 s
+    again = successor.receive(timeout=0.2)
+    assert ids(again) == [e.id for e in events[1:]] and all(d.redelivered for d in again)
+    assert pending() == [(successor.consumer, 2)] * 2
+
+
+def test_every_entry_pending_at_close_is_handed_on_however_many_pages_that_takes(
+        subscribe, publish, monkeypatch):
+    from outbox.routers import redis as redis_router
+
+    monkeypatch.setattr(redis_router, "_RELEASE_PAGE", 2)
+    stopping = subscribe()
+    events = publish(5)
+    assert len(stopping.receive(timeout=1)) == 5
+    stopping.close()
+
+    again = subscribe().receive(timeout=0.2)
+    assert ids(again) == [e.id for e in events]
+
+
+def test_claims_turned_off_need_a_fixed_consumer_name(redis_url, subscribe):
+    from outbox.routers import RouterError, open_subscription
+
+    with pytest.raises(RouterError, match="claim_idle=0 needs a fixed consumer name"):
+        open_subscription(redis_url + "?claim_idle=0", group="g", destinations=["order"])
+    assert subscribe("?claim_idle=0&consumer=billing-0").consumer == "billing-0"
+
+
+def test_close_does_not_raise_when_the_broker_is_gone(own_redis):
+    from outbox.routers import open_subscription
+
+    url, _, kill = own_redis
+    subscription = open_subscription(url, group="g", destinations=["order", "invoice"])
+    assert subscription.receive(timeout=0.05) == []
+    kill()
+
+    subscription.close()
+    subscription.close()  # and twice
+
+
+def test_a_process_starting_takes_over_at_once_what_a_dead_one_left_long_enough_ago(subscribe, publish):
+    dead = subscribe(consumer="gone")
+    [event] = publish(1)
+    [taken] = dead.receive(timeout=1)
+    dead.client.close()  # killed: no clean-up, the entry stays pending
+    time.sleep(0.4)
+
+    started = subscribe("?claim_idle=0.3")
+    [again] = started.receive(timeout=0.2)  # no claim_idle of waiting of its own first
+    assert again.envelope.id == taken.envelope.id == event.id and again.redelivered
+
+
+def test_an_explicit_consumer_name_is_kept_and_read_again_at_once_on_reopening(subscribe, publish, client, stream):
+    first = subscribe(consumer="billing-0")
+    assert first.consumer == "billing-0"
+    events = publish(2)
+    assert ids(first.receive(timeout=1)) == [e.id for e in events]
+    first.close()  # not acked: they stay pending under the fixed name
+
+    reopened = subscribe("?consumer=billing-0")  # the URL form of the option
+    again = reopened.receive(timeout=1)  # its pending entries first, without waiting for claim_idle
+    assert ids(again) == [e.id for e in events] and all(d.redelivered for d in again)
+    for delivery in again:
+        delivery.ack()
+    reopened.close()
+    assert consumers(client, stream) == {}
+
+
+def test_one_process_per_group_killed_mid_batch_its_successor_handles_the_unacked_entries_first_in_order(
+        subscribe, publish, client, stream):
+    """Per-aggregate order across a crash: the next process adopts the dead one's entries before new ones.
+
+    The successor has a name of its own, and the default claim_idle (60 s) has
+    not passed: only seeing that no connection carries the dead name brings
+    the entries back at once, ahead of the events published after them.
+    """
+    dying = subscribe()
+    first = publish(3)
+    taken = dying.receive(timeout=1)
+    taken[0].ack()
+    dying.client.close()  # killed: its connection drops, no clean-up runs
+    later = publish(2)
+
+    successor = subscribe()
+    got = []
+    while len(got) < 4:
+        batch = successor.receive(timeout=1)
+        assert batch, f"only {len(got)} of 4 came"
+        got += batch
+
+    assert ids(got) == [e.id for e in first[1:] + later]
+    assert [d.redelivered for d in got] == [True, True, False, False]
+    assert dying.consumer not in consumers(client, stream)  # the dead name left the group
+
+
+def test_a_live_member_is_not_adopted_even_when_idle_for_longer_than_it_takes_to_start(subscribe, publish):
+    busy = subscribe()
+    events = publish(2)
+    assert ids(busy.receive(timeout=1)) == [e.id for e in events]
+
+    assert subscribe().receive(timeout=0.2) == []  # its connection is alive: its entries stay its own
