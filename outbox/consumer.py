@@ -18,7 +18,8 @@ the broker is acked only after that commit. A redelivered event finds its id
 in the inbox and is acked with no second effect. A handler that raises rolls
 back; the event goes to the dead-letter table with the error, and the loop
 goes on, unless the database refused it for now (a lock timeout, a deadlock):
-then it is nacked and handled again later. A broker outage is waited out. An event that fails verification (forged, tampered, not for this
+then it is nacked and handled again later. A broker outage is waited out, also one that
+fails an ack after the commit (the event comes again; the inbox absorbs it). An event that fails verification (forged, tampered, not for this
 service, plaintext where encryption is expected) is dead-lettered with the
 reason, never handled. Dead letters keep the event as received: ciphertext.
 
@@ -199,7 +200,7 @@ class Consumer:
         envelope = delivery.envelope
         func = self.handler_for(envelope.type)
         if func is None:
-            delivery.ack()
+            _ack(delivery)
             return self._count("ignored")
         try:
             event = self._open(envelope, delivery.redelivered)
@@ -232,7 +233,7 @@ class Consumer:
             return self._dead_letter(delivery, "handler", _describe(failed.cause), record_inbox=True, outcome="dead")
         except _Duplicate:
             # Another consumer process recorded this id first: its transaction has the effect.
-            delivery.ack()
+            _ack(delivery)
             return self._count("duplicate")
         except IntegrityError as exc:  # a constraint the handler's writes broke, checked at commit
             return self._dead_letter(delivery, "handler", _describe(exc), record_inbox=True, outcome="dead")
@@ -243,9 +244,9 @@ class Consumer:
             else:
                 log.error("%s: cannot record event %s (will be redelivered): %s",
                           self.name, envelope.id, _describe(exc))
-            delivery.nack()
+            _nack(delivery)
             return self._count("retry")
-        delivery.ack()
+        _ack(delivery)
         return self._count(outcome)
 
     def _count(self, outcome: str) -> str:
@@ -323,7 +324,7 @@ class Consumer:
                 with session.begin():
                     if record_inbox:
                         if self._seen(session, envelope.id):
-                            delivery.ack()
+                            _ack(delivery)
                             return self._count("duplicate")
                         self._record(session, envelope, "dead")
                     session.execute(
@@ -336,15 +337,15 @@ class Consumer:
                         )
                     )
         except IntegrityError:
-            delivery.ack()
+            _ack(delivery)
             return self._count("duplicate")
         except Exception as exc:
             log.error("%s: cannot dead-letter event %s (will be redelivered): %s", self.name, ident, _describe(exc))
-            delivery.nack()
+            _nack(delivery)
             return self._count("retry")
         if outcome == "rejected":
             log.warning("%s: rejected event %s (%s): %s", self.name, ident, reason, error)
-        delivery.ack()
+        _ack(delivery)
         return self._count(outcome)
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -407,19 +408,24 @@ class Consumer:
                 if not deliveries and until_idle:
                     break
                 retried = False
-                for index, delivery in enumerate(deliveries):
-                    if self._stop.is_set() or (max_events is not None and seen >= max_events):
-                        for rest in deliveries[index:]:
-                            rest.nack()
-                        break
-                    outcome = self.handle(delivery)
-                    seen += 1
-                    if outcome == "retry":
-                        # The database is unhealthy: give the rest back and wait.
-                        for rest in deliveries[index + 1:]:
-                            rest.nack()
-                        retried = True
-                        break
+                try:
+                    for index, delivery in enumerate(deliveries):
+                        if self._stop.is_set() or (max_events is not None and seen >= max_events):
+                            for rest in deliveries[index:]:
+                                _nack(rest)
+                            break
+                        outcome = self.handle(delivery)
+                        seen += 1
+                        if outcome == "retry":
+                            # The database is unhealthy: give the rest back and wait.
+                            for rest in deliveries[index + 1:]:
+                                _nack(rest)
+                            retried = True
+                            break
+                except BrokerLost as lost:  # mid-batch: the rest are not acked, so the broker has them again
+                    outage = min(max(outage * 2, OUTAGE_BACKOFF[0]), OUTAGE_BACKOFF[1])
+                    subscription = self._outage(subscription, reopen, router_url, lost.cause, outage)
+                    continue
                 if max_events is not None and seen >= max_events:
                     break
                 if retried:
@@ -620,6 +626,33 @@ def is_transient_db_error(exc: BaseException) -> bool:
             and args[0] in TRANSIENT_MYSQL_ERRORS:
         return True  # PyMySQL, mysqlclient and mariadb put the error number first
     return type(exc).__name__ == "OperationalError" and "database is locked" in str(exc)  # SQLite
+
+
+class BrokerLost(Exception):
+    """The broker refused an ack or a nack: the connection is gone, and the deliveries in hand with it.
+
+    What the handler did is committed (or was rolled back); the broker delivers
+    the event again, and the inbox absorbs it. ``Consumer.run`` treats it as
+    an outage: it reconnects and goes on.
+    """
+
+    def __init__(self, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+def _ack(delivery: Delivery) -> None:
+    try:
+        delivery.ack()
+    except Exception as exc:
+        raise BrokerLost(exc) from exc
+
+
+def _nack(delivery: Delivery) -> None:
+    try:
+        delivery.nack()
+    except Exception as exc:
+        raise BrokerLost(exc) from exc
 
 
 class _Rejected(Exception):

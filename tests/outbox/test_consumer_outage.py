@@ -90,3 +90,45 @@ def test_stop_ends_run_during_the_outage_backoff(own_redis, sqlite_url):
     consumer.stop()
     runner.join(5)
     assert not runner.is_alive() and time.monotonic() - begun < 2
+
+
+def test_an_ack_refused_after_the_commit_is_an_outage_and_the_event_comes_again_with_no_second_effect(
+        own_redis, sqlite_url):
+    """The broker goes away between the handler's commit and the ack: run() goes on, the inbox absorbs the rest."""
+    url, start, stop = own_redis
+    inbox.upgrade(sqlite_url)
+    engine = create_engine(sqlite_url)
+    consumer = Consumer("billing", engine)
+    handled: list[int] = []
+
+    def invoice(event, session):
+        handled.append(event.data["n"])
+        if event.data["n"] == 1 and handled.count(1) == 1:
+            stop()  # the commit still goes through; the ack that follows cannot
+
+    consumer.add_handler("shop.order.created", invoice)
+    publish(url, [plain_event(n) for n in range(3)])
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            consumer.run(url, destinations=["order"], poll=0.2, install_signals=False)
+        except BaseException as exc:  # the old code: redis.exceptions.ConnectionError out of the ack
+            errors.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: 1 in handled, what="the event whose ack fails")
+        time.sleep(1.0)  # the failed ack, then failed reopens
+        assert runner.is_alive() and not errors, errors
+        start()
+        wait_until(lambda: consumer.stats.duplicate >= 1 and 2 in handled, what="the redelivery and the rest")
+    finally:
+        consumer.stop()
+        runner.join(10)
+    assert not errors, errors
+    assert sorted(set(handled)) == [0, 1, 2] and handled.count(1) == 1  # committed once; the redelivery a duplicate
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM strangler_inbox WHERE outcome = 'handled'")).scalar() == 3
+    engine.dispose()
