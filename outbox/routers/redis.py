@@ -234,6 +234,8 @@ class RedisSubscription:
         # process starting can tell a member of the group that is alive from one that died.
         self.client.connection_pool.connection_kwargs["client_name"] = self.consumer
         self._adopted = False
+        #: Per stream, where the next XAUTOCLAIM goes on scanning the pending list.
+        self._claim_from: dict[str, str] = {}
         self.group = group
         # The first receive already looks for entries left long enough by a dead process:
         # a process starting has no pending list of its own to pick them up from.
@@ -340,8 +342,13 @@ class RedisSubscription:
         """
         out: list[Delivery] = []
         for stream in self.streams:
+            # XAUTOCLAIM looks at a bounded stretch of the pending list per call (ten times COUNT): go
+            # on from where the last call stopped, or idle entries behind a long stretch of entries
+            # live members hold would never be reached. Its cursor is 0-0 again after the end.
             reply = self.client.xautoclaim(stream, self.group, self.consumer, int(self.claim_idle * 1000),
-                                           start_id="0-0", count=max_events - len(out))
+                                           start_id=self._claim_from.get(stream, "0-0"),
+                                           count=max_events - len(out))
+            self._claim_from[stream] = _text(reply[0])
             out += self._deliveries([(stream, reply[1])], redelivered=True)
             if len(out) >= max_events:
                 break

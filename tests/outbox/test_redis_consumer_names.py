@@ -277,3 +277,29 @@ def test_a_live_member_is_not_adopted_even_when_idle_for_longer_than_it_takes_to
     assert ids(busy.receive(timeout=1)) == [e.id for e in events]
 
     assert subscribe().receive(timeout=0.2) == []  # its connection is alive: its entries stay its own
+
+
+def test_idle_entries_behind_a_long_stretch_of_entries_in_flight_are_reached_by_later_claims(subscribe, publish):
+    """XAUTOCLAIM scans ten times COUNT pending entries per call; the next claim goes on from there."""
+    working = subscribe()
+    publish(150)
+    held = working.receive(max_events=150, timeout=1)
+    assert len(held) == 150  # older entries, in flight and fresh
+    hung = subscribe()
+    stuck = publish(3)
+    assert ids(hung.receive(timeout=1)) == [e.id for e in stuck]  # alive, but it never acks
+    claimer = subscribe("?claim_idle=0.3")
+    assert claimer.receive(timeout=0.1) == []  # its first receive: nothing idle yet
+    time.sleep(0.4)
+
+    claimed = []
+    for _ in range(5):
+        held[0].nack()
+        held = working.receive(max_events=150, timeout=1)
+        assert len(held) == 150  # read again: not idle
+        claimer._next_claim = 0.0  # the claim is due at this receive
+        claimed += claimer.receive(max_events=5, timeout=0.1)  # scans 50 pending entries per claim
+        if claimed:
+            break
+
+    assert ids(claimed) == [e.id for e in stuck]
