@@ -1,4 +1,4 @@
-"""``strangler rewrite --diff`` and ``--write`` exclude each other: given both, nothing is touched."""
+"""``strangler rewrite --diff`` and ``--write`` exclude each other, and ``--force`` goes only with ``--write``."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_diff_and_write_together_are_a_usage_error_whatever_their_order(tmp_path
 def test_one_mode_alone_still_works(tmp_path, flags, writes):
     write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": CODE})
     before = (tmp_path / "app/code.py").read_text()
-    result = invoke("rewrite", str(tmp_path), *flags, "--force", "--jobs", "1")
+    result = invoke("rewrite", str(tmp_path), *flags, *(("--force",) if writes else ()), "--jobs", "1")
     assert result.exit_code == 0, result.output
     assert ((tmp_path / "app/code.py").read_text() != before) is writes
     assert ('+    emit(db.session, "app.user.created", user)' in result.stdout) is not writes
@@ -51,3 +51,10 @@ def test_the_help_says_the_two_modes_exclude_each_other():
     text = " ".join(invoke("rewrite", "--help").output.split())
     assert "--diff (the default) and --write exclude each other: exit 2 with both." in text
     assert "Not with --write" in text and "Not with --diff" in text
+
+
+@pytest.mark.parametrize("flags", [("--force",), ("--diff", "--force")])
+def test_force_without_write_is_a_usage_error(tmp_path, flags):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": CODE})
+    result = invoke("rewrite", str(tmp_path), *flags)
+    assert result.exit_code == 2 and "pass it with --write" in result.output

@@ -22,7 +22,7 @@ from .codemod_options import codemod_run, python_files, settings_from
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Parallel processes (default: CPU count).")
 @click.option("--only", "only", default="", metavar="KINDS",
               help=f"Comma-separated kinds to rewrite: {', '.join(KINDS)}.")
-@click.option("--force", is_flag=True, help="Write even into files with uncommitted git changes.")
+@click.option("--force", is_flag=True, help="With --write: write even into files with uncommitted git changes.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="strangler.toml or pyproject.toml to read.")
 @click.pass_context
@@ -48,6 +48,8 @@ def command(ctx: click.Context, paths: tuple[str, ...], diff: bool, write: bool,
     from codemods import report
 
     write = _writes(diff=diff, write=write)
+    if force and not write:
+        raise click.UsageError("--force only lets --write into files with uncommitted changes: pass it with --write")
     kinds = tuple(k.strip() for k in only.split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
