@@ -251,6 +251,7 @@ class _Scope:
     env: dict[str, Value | None]
     parent: "_Scope | None"
     ignored: bool
+    asynchronous: bool = False  # an `async def`: the only place an AsyncConnection's emit can be awaited
     events: list[_Event] = dataclasses.field(default_factory=list)
     aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # loop variable -> what it iterates
 
@@ -429,6 +430,7 @@ class Detector:
             env={},
             parent=scope if not getattr(scope, "is_class", False) else scope.parent,
             ignored=ignored,
+            asynchronous=node.asynchronous is not None,
         )
         self._bind_params(node, fn)
         self.functions.append(fn)
@@ -521,6 +523,9 @@ class Detector:
             if method in ("populate_obj", "load"):
                 self._loaded_into(call, method, stmt, scope, ignored)
                 return
+            if method == "run_sync":
+                self._run_sync(call, scope)
+                return
             if not (
                 method in SESSION_WRITES
                 or method in BULK
@@ -568,6 +573,17 @@ class Detector:
         if owner is not None and owner.kind == "entity" and owner.origin != "new":
             self._event(scope, "implicit", node=call, stmt=stmt, value=owner, entity=code_of(target),
                         ignored=ignored)
+
+    def _run_sync(self, call: cst.Call, scope: _Scope) -> None:
+        """``await conn.run_sync(emit, type, ...)``: the emit of an AsyncConnection's site, so it covers it."""
+        first = call.args[0] if call.args else None
+        if first is None or first.keyword is not None:
+            return
+        callee = self.value_of(first.value, scope)
+        if callee is not None and callee.kind == "external" and callee.origin in EMIT_NAMES:
+            # run_sync passes the Connection first: the arguments after `emit` are emit's after its
+            # target, at the same positions as in `emit(conn, type, entity)`.
+            self._record_emit(call, scope)
 
     def _named_dbapi(self, receiver: cst.BaseExpression) -> Value | None:
         """A receiver we cannot type but whose name says cursor or connection (checked with its SQL)."""
@@ -773,8 +789,17 @@ class Detector:
         if data is None and params is not None:
             data = self._plain(params, None)
         autocommit = receiver.kind == "core_conn" and bool(receiver.flag)
+        run_sync = receiver.kind == "core_conn" and receiver.origin == "async"
+        extra = {}
+        if run_sync and not scope.asynchronous:
+            # A plain def only builds the coroutine; its emit could not be awaited there.
+            extra["decide"] = (
+                "a write of an AsyncConnection outside an `async def`: its emit (`await conn.run_sync(emit, ...)`) "
+                "must be awaited, which only an `async def` can do; emit where the statement is awaited"
+            )
         self._site(scope, "execute", call, stmt, verb=verb or "updated", cls=cls, table=table, target=target,
-                   data=data, key=key, confidence=confidence, autocommit=autocommit, **common)
+                   data=data, key=key, confidence=confidence, autocommit=autocommit, run_sync=run_sync,
+                   **common, **extra)
 
     def _wrapper_call(self, call, wrapper, recv_node, stmt, scope: _Scope, common: dict):
         entity_node = recv_node
@@ -990,7 +1015,8 @@ class Detector:
                     merged = self.value_of(first, scope)
                     return Value("entity", cls=merged.cls if merged else None, origin="loaded")
                 if method == "connection":
-                    return Value("core_conn")
+                    # An AsyncSession's connection() is an AsyncConnection.
+                    return Value("core_conn", origin=receiver.origin if receiver.origin == "async" else None)
                 return None
             if kind == "session_factory" and method == "begin":
                 return ASYNC_SESSION if receiver.origin == "async" else SESSION
@@ -1016,7 +1042,8 @@ class Detector:
                 return None
             if kind == "engine":
                 if method in ("connect", "begin"):
-                    return Value("core_conn", flag=receiver.flag)  # flag: in AUTOCOMMIT
+                    # flag: in AUTOCOMMIT; origin: an AsyncEngine's connections are AsyncConnections
+                    return Value("core_conn", flag=receiver.flag, origin=receiver.origin)
                 if method == "execution_options":
                     return dataclasses.replace(receiver, flag=receiver.flag or _autocommit(args))
                 if method == "raw_connection":
@@ -1270,12 +1297,12 @@ class Detector:
         many = info.get("many")
         lead = ""
         if entity_less:
-            args = [target, f'"{event_type}"', f'aggregate="{aggregate}"']
+            args = [f'"{event_type}"', f'aggregate="{aggregate}"']
             if info.get("key"):
                 args.append(f"key={info['key']}")
             if info.get("data"):
                 args.append(f"data={info['data']}")
-            code = f"{fn}({', '.join(args)})"
+            code = _emit_call(fn, target, args, info.get("run_sync", False))
         else:
             entity_node = info.get("entity_node")
             if entity is None or not (built or _is_reference(entity_node)):
@@ -1385,6 +1412,18 @@ def _assigned_name(small: cst.CSTNode | None, call: cst.Call) -> cst.Name | None
 def _emit_target(code: str, session: Value) -> str:
     """What to pass emit for the session ``code``: an AsyncSession's ``sync_session``, the Session it drives."""
     return f"{code}.sync_session" if session.origin == "async" else code
+
+
+def _emit_call(fn: str, target: str, args: list[str], run_sync: bool) -> str:
+    """``emit(target, *args)``; for an AsyncConnection ``await target.run_sync(emit, *args)``.
+
+    emit writes through a Connection at once, and an async driver does IO only inside
+    ``run_sync``, which calls emit with the ``Connection`` it drives, in the same transaction
+    (``emit(conn.sync_connection, ...)`` would pass emit's type check, then raise MissingGreenlet).
+    """
+    if run_sync:
+        return f"await {target}.run_sync({', '.join([fn, *args])})"
+    return f"{fn}({', '.join([target, *args])})"
 
 
 def _is_reference(node: cst.CSTNode | None) -> bool:

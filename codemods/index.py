@@ -528,7 +528,7 @@ class Index:
             if value is not None and value.kind == "table":
                 return Value("table", table=kwargs.get("__first__"))
             if value is not None and value.kind == "engine" and kwargs.get("isolation_level") == "AUTOCOMMIT":
-                return Value("engine", flag=True)  # every connection commits each statement
+                return dataclasses.replace(value, flag=True)  # every connection commits each statement
             return value
         if kind == "session_factory" or kind == "session":
             return ASYNC_SESSION if callee.origin == "async" else SESSION

@@ -24,7 +24,8 @@ class Value:
     cls: str | None = None  # qualified name of a class, mapped or not
     table: str | None = None
     verb: str | None = None  # for stmt / sql: created, updated, deleted
-    origin: str | None = None  # entity: new, loaded, param; external: qualified name; session(_factory): async
+    # entity: new, loaded, param; external: qualified name; session(_factory), engine, core_conn: async
+    origin: str | None = None
     attr: str | None = None  # collection: relationship name; function: qualified name
     flag: bool | None = None  # dbapi_conn, engine, core_conn: autocommit; session: found by name only (weak)
     text: str | None = None  # str: the literal's value; cursor: the connection's code
@@ -36,6 +37,11 @@ SESSION = Value("session")
 WEAK_SESSION = Value("session", flag=True)
 # An AsyncSession: emit takes its `sync_session`, the Session it drives (whose commit fires emit's listeners).
 ASYNC_SESSION = Value("session", origin="async")
+# asyncio Core: an AsyncEngine's connections are AsyncConnections. emit writes through a Connection at
+# once, which an async driver can do only inside the AsyncConnection's `run_sync` (a bare
+# `sync_connection` raises MissingGreenlet): the emit is `await conn.run_sync(emit, ...)`.
+ASYNC_ENGINE = Value("engine", origin="async")
+ASYNC_CORE_CONN = Value("core_conn", origin="async")
 
 # Qualified names of things outside the scanned tree whose call yields a known value.
 EXTERNAL_CALLS: dict[str, Value] = {
@@ -53,6 +59,10 @@ EXTERNAL_CALLS: dict[str, Value] = {
     "sqlalchemy.ext.asyncio.session.async_sessionmaker": Value("session_factory", origin="async"),
     "sqlalchemy.create_engine": Value("engine"),
     "sqlalchemy.engine.create_engine": Value("engine"),
+    "sqlalchemy.ext.asyncio.create_async_engine": ASYNC_ENGINE,
+    "sqlalchemy.ext.asyncio.engine.create_async_engine": ASYNC_ENGINE,
+    "sqlalchemy.ext.asyncio.async_engine_from_config": ASYNC_ENGINE,
+    "sqlalchemy.ext.asyncio.engine.async_engine_from_config": ASYNC_ENGINE,
     "sqlalchemy.orm.declarative_base": Value("base"),
     "sqlalchemy.ext.declarative.declarative_base": Value("base"),
     "sqlite3.connect": Value("dbapi_conn"),
@@ -103,6 +113,10 @@ ANNOTATIONS: dict[str, Value] = {
     "sqlalchemy.Connection": Value("core_conn"),
     "sqlalchemy.engine.Engine": Value("engine"),
     "sqlalchemy.Engine": Value("engine"),
+    "sqlalchemy.ext.asyncio.AsyncConnection": ASYNC_CORE_CONN,
+    "sqlalchemy.ext.asyncio.engine.AsyncConnection": ASYNC_CORE_CONN,
+    "sqlalchemy.ext.asyncio.AsyncEngine": ASYNC_ENGINE,
+    "sqlalchemy.ext.asyncio.engine.AsyncEngine": ASYNC_ENGINE,
     "sqlite3.Connection": Value("dbapi_conn"),
     "sqlite3.Cursor": Value("cursor"),
     "psycopg2.extensions.connection": Value("dbapi_conn"),
