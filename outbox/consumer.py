@@ -33,6 +33,7 @@ with the bytes received, and the rest of the batch is handled.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import fnmatch
@@ -42,7 +43,7 @@ import logging
 import random
 import signal
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
@@ -58,6 +59,29 @@ from .signals import stop_on_signal
 log = logging.getLogger("outbox.consumer")
 
 Handler = Callable[["Event", Session], Any]
+
+#: Why ``Consumer.run`` must not run now (set while a tool imports a service module for its Consumer).
+_run_refused: str | None = None
+
+
+class RunDuringImport(RuntimeError):
+    """``Consumer.run`` was called while a tool imported the service's module only to get its Consumer."""
+
+
+@contextlib.contextmanager
+def refusing_run(why: str) -> Iterator[None]:
+    """For the block, ``Consumer.run`` raises ``RunDuringImport`` instead of consuming.
+
+    ``strangler inbox retry --app`` imports the service's module to get its
+    Consumer; a module that calls ``run()`` at import would start consuming
+    live events in the middle of an operator's retry.
+    """
+    global _run_refused
+    previous, _run_refused = _run_refused, why
+    try:
+        yield
+    finally:
+        _run_refused = previous
 
 #: Wait between attempts to reach the broker again during an outage, in seconds: first, cap (doubling, with jitter).
 OUTAGE_BACKOFF = (0.1, 30.0)
@@ -200,8 +224,9 @@ class Consumer:
         envelope = delivery.envelope
         func = self.handler_for(envelope.type)
         if func is None:
+            self._count("ignored")
             _ack(delivery)
-            return self._count("ignored")
+            return "ignored"
         try:
             event = self._open(envelope, delivery.redelivered)
         except _Rejected as exc:
@@ -233,8 +258,9 @@ class Consumer:
             return self._dead_letter(delivery, "handler", _describe(failed.cause), record_inbox=True, outcome="dead")
         except _Duplicate:
             # Another consumer process recorded this id first: its transaction has the effect.
+            self._count("duplicate")
             _ack(delivery)
-            return self._count("duplicate")
+            return "duplicate"
         except IntegrityError as exc:  # a constraint the handler's writes broke, checked at commit
             return self._dead_letter(delivery, "handler", _describe(exc), record_inbox=True, outcome="dead")
         except Exception as exc:
@@ -246,8 +272,9 @@ class Consumer:
                           self.name, envelope.id, _describe(exc))
             _nack(delivery)
             return self._count("retry")
+        self._count(outcome)  # committed: counted even if the broker does not take the ack
         _ack(delivery)
-        return self._count(outcome)
+        return outcome
 
     def _count(self, outcome: str) -> str:
         attr = "retried" if outcome == "retry" else outcome
@@ -324,8 +351,9 @@ class Consumer:
                 with session.begin():
                     if record_inbox:
                         if self._seen(session, envelope.id):
+                            self._count("duplicate")
                             _ack(delivery)
-                            return self._count("duplicate")
+                            return "duplicate"
                         self._record(session, envelope, "dead")
                     session.execute(
                         insert(dead_letter_table).values(
@@ -337,16 +365,20 @@ class Consumer:
                         )
                     )
         except IntegrityError:
+            self._count("duplicate")
             _ack(delivery)
-            return self._count("duplicate")
+            return "duplicate"
+        except BrokerLost:
+            raise  # the broker, not the database: run() reconnects
         except Exception as exc:
             log.error("%s: cannot dead-letter event %s (will be redelivered): %s", self.name, ident, _describe(exc))
             _nack(delivery)
             return self._count("retry")
         if outcome == "rejected":
             log.warning("%s: rejected event %s (%s): %s", self.name, ident, reason, error)
+        self._count(outcome)
         _ack(delivery)
-        return self._count(outcome)
+        return outcome
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -378,6 +410,11 @@ class Consumer:
         and opened again after a backoff with jitter (``OUTAGE_BACKOFF``), for
         as long as it lasts; ``stop()`` ends the wait.
         """
+        if _run_refused is not None:
+            raise RunDuringImport(
+                f"{self.name}: Consumer.run() was called while {_run_refused}; "
+                "keep the call to run() under if __name__ == \"__main__\" (or in a main() function)"
+            )
         self._group = group or self.name
         if router_url:
             self._system = tracing.system_of(router_url)
@@ -394,6 +431,7 @@ class Consumer:
         seen = 0
         backoff = 0.0
         outage = 0.0
+        refused = 0.0
         try:
             while not self._stop.is_set():
                 try:
@@ -423,9 +461,13 @@ class Consumer:
                             retried = True
                             break
                 except BrokerLost as lost:  # mid-batch: the rest are not acked, so the broker has them again
-                    outage = min(max(outage * 2, OUTAGE_BACKOFF[0]), OUTAGE_BACKOFF[1])
-                    subscription = self._outage(subscription, reopen, router_url, lost.cause, outage)
+                    # Grows across refusals although each receive succeeds: a broker that refuses every
+                    # ack (a permission missing) is retried ever more slowly, not every 0.1 s.
+                    refused = min(max(refused * 2, OUTAGE_BACKOFF[0]), OUTAGE_BACKOFF[1])
+                    subscription = self._outage(subscription, reopen, router_url, lost.cause, refused,
+                                                what="broker refused an ack or nack")
                     continue
+                refused = 0.0
                 if max_events is not None and seen >= max_events:
                     break
                 if retried:
@@ -442,7 +484,7 @@ class Consumer:
 
     def _outage(
         self, subscription: Subscription | None, reopen: Callable[[], Subscription] | None,
-        router_url: str | None, exc: Exception, backoff: float,
+        router_url: str | None, exc: Exception, backoff: float, what: str = "broker unreachable",
     ) -> Subscription | None:
         """Drop the broken subscription and wait ``backoff`` with jitter (or until ``stop()``); return what to read next.
 
@@ -452,7 +494,7 @@ class Consumer:
         """
         delay = backoff * (0.5 + random.random() / 2)
         where = masked_url(router_url) if router_url else "the subscription"
-        log.warning("%s: broker unreachable at %s, reconnecting in %.1f s: %s", self.name, where, delay, _describe(exc))
+        log.warning("%s: %s at %s, reconnecting in %.1f s: %s", self.name, what, where, delay, _describe(exc))
         if reopen is not None and subscription is not None:
             try:
                 subscription.close()
@@ -472,7 +514,9 @@ class Consumer:
 
     # -- dead letters ------------------------------------------------------------------------------
 
-    def retry_dead_letters(self, *, event_ids: Iterable[str] = (), event_type: str | None = None) -> list[Retried]:
+    def retry_dead_letters(
+        self, *, event_ids: Iterable[str] = (), event_type: str | None = None, reasons: Iterable[str] | None = None,
+    ) -> list[Retried]:
         """Hand this consumer's dead events to their handlers again, oldest first; return what each came to.
 
         For after the cause is fixed: a handler's bug, a key or policy that was
@@ -480,24 +524,51 @@ class Consumer:
         delivery is, in one transaction that also turns its inbox row from
         ``dead`` to ``handled`` and deletes its dead letters: the retry has
         its effect once, or not at all. An event that fails again keeps its
-        dead letter, with the new error. ``event_ids`` and ``event_type`` (an
-        exact type or an fnmatch pattern) narrow the retry; by default every
-        dead letter of this consumer is retried. ``max_age`` does not apply:
-        an operator asked for these events.
+        dead letter, with the new error. ``event_ids``, ``event_type`` (an
+        exact type or an fnmatch pattern) and ``reasons`` narrow the retry.
+        ``max_age`` does not apply: an operator asked for these events.
+
+        Letters of reason ``replay`` (older than ``max_age``: an old event sent
+        again, perhaps after its inbox row was purged) are retried only when
+        named, by id or in ``reasons``: handled again, such an event could
+        have a second effect, which ``max_age`` is there to stop.
 
         The retried event comes after events of its aggregate that were handled
         since it died; a handler that must not apply an old change over a newer
         one compares ``event.time`` (or a version in the data) with its row.
         """
         wanted = set(event_ids)
-        letters: dict[str, dict[str, Any]] = {}
-        for letter in self.dead_letters():
-            if wanted and letter["event_id"] not in wanted:
-                continue
+        chosen = set(reasons) if reasons is not None else None
+        done: set[str] = set()
+        results = []
+        for letter in self._letters(wanted):
+            if letter["event_id"] in done:
+                continue  # an id's oldest letter speaks for it; the retry settles them all
             if event_type and not fnmatch.fnmatchcase(letter["type"], event_type):
                 continue
-            letters.setdefault(letter["event_id"], letter)  # the oldest of an id's letters speaks for it
-        return [self._retry(letter) for letter in letters.values()]
+            if chosen is not None and letter["reason"] not in chosen:
+                continue
+            if chosen is None and letter["reason"] == "replay" and letter["event_id"] not in wanted:
+                continue
+            done.add(letter["event_id"])
+            results.append(self._retry(letter))
+        return results
+
+    def _letters(self, event_ids: set[str], page: int = 200) -> Iterable[dict[str, Any]]:
+        """This consumer's dead letters, oldest first, a page at a time: a backlog of them need not fit in memory."""
+        t = dead_letter_table
+        after = 0
+        while True:
+            query = select(t).where(t.c.consumer == self.name, t.c.position > after)
+            if event_ids:
+                query = query.where(t.c.event_id.in_(sorted(event_ids)))
+            with self.sessions() as session:
+                rows = session.execute(query.order_by(t.c.position).limit(page)).all()
+            for row in rows:
+                yield dict(row._mapping)
+            if len(rows) < page:
+                return
+            after = rows[-1].position
 
     def _retry(self, letter: dict[str, Any]) -> Retried:
         def came_to(outcome: str, error: str | None = None) -> Retried:
@@ -540,6 +611,7 @@ class Consumer:
             return came_to("dead", self._still_dead(envelope.id, "handler", _describe(failed.cause)))
         except IntegrityError as exc:  # the handler's writes broke a constraint at commit, or a running
             if self._handled(envelope.id):  # process of this consumer handled the event meanwhile
+                self._forget_letters(envelope.id)
                 return came_to("duplicate")
             return came_to("dead", self._still_dead(envelope.id, "handler", _describe(exc)))
         except Exception as exc:
@@ -547,15 +619,29 @@ class Consumer:
         return came_to(outcome)
 
     def _still_dead(self, event_id: str, reason: str, error: str) -> str:
-        """Record on the event's dead letters why its retry failed; return the error."""
-        with self.sessions() as session:
-            with session.begin():
-                session.execute(
-                    update(dead_letter_table)
-                    .where(dead_letter_table.c.consumer == self.name, dead_letter_table.c.event_id == event_id)
-                    .values(reason=reason, error=error[:10000])
-                )
+        """Record on the event's dead letters why its retry failed; return the error (and why it could not be recorded)."""
+        try:
+            with self.sessions() as session:
+                with session.begin():
+                    session.execute(
+                        update(dead_letter_table)
+                        .where(dead_letter_table.c.consumer == self.name, dead_letter_table.c.event_id == event_id)
+                        .values(reason=reason, error=error[:10000])
+                    )
+        except Exception as exc:  # the outcome stands; the letter keeps its old error
+            return f"{error} (not recorded on the dead letter: {_describe(exc)})"
         return error
+
+    def _forget_letters(self, event_id: str) -> None:
+        """Delete the event's dead letters: it has been handled."""
+        try:
+            with self.sessions() as session:
+                with session.begin():
+                    session.execute(delete(dead_letter_table).where(
+                        dead_letter_table.c.consumer == self.name, dead_letter_table.c.event_id == event_id,
+                    ))
+        except Exception:  # left for the next retry, which finds the event handled
+            pass
 
     def _handled(self, event_id: str) -> bool:
         with self.sessions() as session:

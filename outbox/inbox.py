@@ -104,11 +104,12 @@ def downgrade(db_url: str, revision: str = "base") -> None:
 
 
 def purge_handled(engine, before, *, consumer: str | None = None, batch_size: int = 1000) -> int:
-    """Delete inbox rows recorded before ``before`` (a timezone-aware time), in bounded batches; return how many.
+    """Delete ``handled`` inbox rows recorded before ``before`` (timezone-aware), in bounded batches; return how many.
 
     An id deleted here is handled again if its event comes back, so ``before``
-    must lie further back than any redelivery or replay can reach. Dead
-    letters are not touched: they go by ``strangler inbox retry`` or ``discard``.
+    must lie further back than any redelivery or replay can reach. Rows of
+    outcome ``dead`` stay, with the dead letters: they keep a redelivery of a
+    dead or discarded event from being handled behind the operator's back.
     """
     from sqlalchemy import delete, select
 
@@ -116,7 +117,7 @@ def purge_handled(engine, before, *, consumer: str | None = None, batch_size: in
     deleted = 0
     while True:
         with engine.begin() as conn:
-            query = select(t.c.consumer, t.c.event_id).where(t.c.handled_at < before)
+            query = select(t.c.consumer, t.c.event_id).where(t.c.handled_at < before, t.c.outcome == "handled")
             if consumer is not None:
                 query = query.where(t.c.consumer == consumer)
             keys = conn.execute(query.limit(batch_size)).all()

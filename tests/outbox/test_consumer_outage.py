@@ -132,3 +132,47 @@ def test_an_ack_refused_after_the_commit_is_an_outage_and_the_event_comes_again_
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM strangler_inbox WHERE outcome = 'handled'")).scalar() == 3
     engine.dispose()
+
+
+class RefusingAcks:
+    """A subscription whose broker delivers, but refuses every ack (a permission missing): the unit's edge."""
+
+    def __init__(self, event):
+        self.event = event
+        self.receives = 0
+
+    def receive(self, max_events=100, timeout=1.0):
+        from outbox.routers import Delivery
+
+        self.receives += 1
+
+        def refuse():
+            raise PermissionError("NOPERM this user has no permissions to run the 'xack' command")
+
+        return [Delivery(envelope=self.event, destination="order", redelivered=self.receives > 1,
+                         _ack=refuse, _nack=lambda: None)]
+
+    def close(self):
+        pass
+
+
+def test_acks_refused_again_and_again_are_retried_ever_more_slowly_and_the_handling_counts_once(sqlite_url, caplog):
+    inbox.upgrade(sqlite_url)
+    engine = create_engine(sqlite_url)
+    consumer = Consumer("billing", engine)
+    handled: list[int] = []
+    consumer.add_handler("shop.order.created", lambda event, session: handled.append(event.data["n"]))
+    subscription = RefusingAcks(plain_event(1))
+    runner = threading.Thread(target=consumer.run,
+                              kwargs={"subscription": subscription, "install_signals": False}, daemon=True)
+    runner.start()
+    time.sleep(2.0)
+    consumer.stop()
+    runner.join(10)
+    # 0.1 + 0.2 + 0.4 + 0.8 s (with jitter, at least half of each): a handful of tries, not one per 0.1 s.
+    assert 3 <= subscription.receives <= 9, subscription.receives
+    assert handled == [1] and consumer.stats.handled == 1  # committed once; counted though the ack failed
+    assert consumer.stats.duplicate == subscription.receives - 1
+    refusals = [r.getMessage() for r in caplog.records if "refused an ack" in r.getMessage()]
+    assert refusals and "NOPERM" in refusals[0]
+    engine.dispose()

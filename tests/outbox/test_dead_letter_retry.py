@@ -186,3 +186,57 @@ def test_a_dead_letter_keeps_the_event_as_received_so_it_parses_back(world, serv
     billing.run(router_url)
     [letter] = billing.consumer.dead_letters()
     assert Envelope.from_json(letter["event"]) == event
+
+
+def test_replay_letters_are_retried_only_when_named(world, service_db, router_url):
+    """An event older than max_age may be one handled long ago whose inbox row was purged: a retry must ask for it."""
+    old = order(world, 9)
+    publish(router_url, [old])
+    strict = Billing(world, service_db, max_age=0.0)
+    assert strict.run(router_url).rejected == 1
+    [letter] = strict.consumer.dead_letters()
+    assert letter["reason"] == "replay"
+
+    assert strict.consumer.retry_dead_letters() == []  # not named: left alone
+    assert strict.consumer.retry_dead_letters(reasons=["handler"]) == []
+    assert invoices(service_db) == []
+    [by_reason] = strict.consumer.retry_dead_letters(reasons=["replay"])
+    assert by_reason.outcome == "handled" and invoices(service_db) == ["9"]
+
+
+def test_a_replay_letter_named_by_id_is_retried(world, service_db, router_url):
+    old = order(world, 10)
+    publish(router_url, [old])
+    strict = Billing(world, service_db, max_age=0.0)
+    strict.run(router_url)
+    [retried] = strict.consumer.retry_dead_letters(event_ids=[old.id])
+    assert retried.outcome == "handled"
+
+
+def test_an_event_another_process_handled_during_the_retry_is_a_duplicate_and_its_letter_goes(
+        world, router_url, postgresql_url):
+    engine = service_engine(postgresql_url)
+    try:
+        publish(router_url, [order(world, 11)])
+        keyless = Consumer("billing", engine)  # rejected: no inbox row, only a dead letter
+        keyless.add_handler("shop.order.created", lambda event, session: None)
+        keyless.run(router_url, destinations=["order"], until_idle=True, poll=0.1)
+        billing = Billing(world, engine)
+        original = billing.consumer._record
+
+        def handled_elsewhere_first(session, envelope, outcome):
+            # A running process of the service handles the redelivered event and commits first.
+            with engine.begin() as other:
+                other.execute(inbox.inbox_table.insert().values(
+                    consumer="billing", event_id=envelope.id, type=envelope.type, source=envelope.source,
+                    outcome="handled", handled_at=envelope.time))
+            original(session, envelope, outcome)
+
+        billing.consumer._record = handled_elsewhere_first
+        [retried] = billing.consumer.retry_dead_letters()
+
+        assert retried.outcome == "duplicate"
+        assert billing.consumer.dead_letters() == []
+        assert invoices(engine) == []  # the retry's own handling rolled back: one effect, the other process's
+    finally:
+        engine.dispose()

@@ -71,15 +71,17 @@ def billing(tmp_path, sqlite_url, monkeypatch):
     sys.modules.pop(module, None)
 
 
-def dead_events(billing, tmp_path, n=2) -> list[Envelope]:
-    """Publish ``n`` orders and run the service once: its broken handler dead-letters them all."""
+def dead_events(billing, tmp_path, n=2, *, dead=True) -> list[Envelope]:
+    """Publish ``n`` orders and run the service once: its broken handler dead-letters them all (or, fixed, handles them)."""
+    if not dead:
+        billing.broken.unlink()
     events = [plain_event(i) for i in range(1, n + 1)]
     router = open_router(f"file://{tmp_path}/events")
     router.publish(events)
     router.close()
     consumer = load_consumer(f"{billing.module}:consumer")  # as the command imports it: from the current folder
     stats = consumer.run(f"file://{tmp_path}/events", destinations=["order"], until_idle=True, poll=0.1)
-    assert stats.dead == n
+    assert (stats.dead if dead else stats.handled) == n
     return events
 
 
@@ -157,7 +159,7 @@ def test_discard_deletes_dead_letters_and_their_events_stay_dead_in_the_inbox(bi
 
 
 def test_purge_deletes_inbox_rows_older_than_the_cutoff_in_batches(billing, tmp_path):
-    dead_events(billing, tmp_path, n=3)
+    dead_events(billing, tmp_path, n=3, dead=False)
     kept = strangler("inbox", "purge", "--db", billing.db, "--handled-before", "30d", "--json")
     assert json.loads(kept.output)["purged"] == 0
 
@@ -167,7 +169,6 @@ def test_purge_deletes_inbox_rows_older_than_the_cutoff_in_batches(billing, tmp_
     assert result.exit_code == 0 and "purged 3 inbox rows" in result.output
     with billing.engine.connect() as conn:
         assert conn.execute(select(inbox.inbox_table)).all() == []
-        assert len(conn.execute(select(inbox.dead_letter_table)).all()) == 3  # dead letters stay
     bad = strangler("inbox", "purge", "--db", billing.db, "--handled-before", "last week")
     assert bad.exit_code == 2 and "--handled-before" in bad.output
 
@@ -182,3 +183,54 @@ def test_migrate_creates_the_inbox_tables_and_a_database_without_them_is_told_so
     assert strangler("inbox", "dead-letters", "--db", url).exit_code == 0
     assert strangler("inbox", "migrate", "--db", url, "--to", "base").exit_code == 0
     assert strangler("inbox", "dead-letters", "--db", url).exit_code == 1
+
+
+def test_a_module_that_starts_consuming_when_imported_is_refused_before_it_consumes(billing, tmp_path):
+    dead_events(billing, tmp_path, n=1)
+    live = open_router(f"file://{tmp_path}/events")
+    live.publish([plain_event(7)])  # a live event the import must not take
+    live.close()
+    module = billing.module + "_runs"
+    (tmp_path / f"{module}.py").write_text(
+        f"from {billing.module} import consumer\n"
+        f"consumer.run('file://{tmp_path}/events', destinations=['order'], until_idle=True, poll=0.1)\n"
+    )
+    try:
+        result = strangler("inbox", "retry", "--app", f"{module}:consumer")
+    finally:
+        sys.modules.pop(module, None)
+    assert result.exit_code == 2 and "starts consuming" in result.output and "__main__" in result.output
+    assert invoices(billing) == []  # neither the live event nor the retry ran
+
+
+@pytest.mark.parametrize("app, says", [
+    ("{module}:Consumer", "is a class"),
+    ("{module}:broken_factory", "broken_factory() failed: RuntimeError: no database configured"),
+])
+def test_a_class_or_a_failing_factory_is_a_usage_error(billing, app, says):
+    (billing_path := __import__("pathlib").Path.cwd() / f"{billing.module}.py").write_text(
+        billing_path.read_text() + "\n\ndef broken_factory():\n    raise RuntimeError('no database configured')\n"
+    )
+    result = strangler("inbox", "retry", "--app", app.format(module=billing.module))
+    assert result.exit_code == 2 and says in result.output
+
+
+def test_retry_on_a_database_without_the_inbox_tables_says_what_to_run(billing, tmp_path):
+    with billing.engine.begin() as conn:
+        conn.execute(text("DROP TABLE strangler_dead_letters"))
+    result = strangler("inbox", "retry", "--app", f"{billing.module}:consumer")
+    assert result.exit_code == 1 and "strangler inbox migrate" in result.output
+
+
+def test_purge_keeps_the_rows_of_dead_events_so_their_redelivery_stays_a_duplicate(billing, tmp_path):
+    events = dead_events(billing, tmp_path, n=2)
+    billing.broken.unlink()
+    strangler("inbox", "retry", "--app", f"{billing.module}:consumer", "--id", events[0].id)
+    strangler("inbox", "discard", "--db", billing.db, "--consumer", "billing", "--all")
+
+    result = strangler("inbox", "purge", "--db", billing.db, "--handled-before", "2999-01-01T00:00:00Z", "--json")
+
+    assert json.loads(result.output)["purged"] == 1
+    with billing.engine.connect() as conn:
+        left = dict(conn.execute(select(inbox.inbox_table.c.event_id, inbox.inbox_table.c.outcome)).all())
+    assert left == {events[1].id: "dead"}

@@ -129,8 +129,11 @@ def dead_letters_command(db: str, consumer: str | None, limit: int, as_json: boo
                    "(or a function that returns one). Imported from the current folder.")
 @click.option("--id", "ids", multiple=True, help="Event id of a dead letter to retry (repeatable); default: all.")
 @click.option("--type", "event_type", help="Retry only events of this type (exact, or a pattern such as shop.order.*).")
+@click.option("--reason", "reasons", multiple=True,
+              help="Retry only dead letters of this reason (repeatable), e.g. handler, not-for-us. "
+                   "Default: every reason but replay, which is retried only when named here or by --id.")
 @click.option("--json", "as_json", is_flag=True, help="Write what each event came to as one JSON object.")
-def retry_command(app: str, ids: tuple[str, ...], event_type: str | None, as_json: bool):
+def retry_command(app: str, ids: tuple[str, ...], event_type: str | None, reasons: tuple[str, ...], as_json: bool):
     """Hand dead events to the service's handlers again, oldest first, once their cause is fixed.
 
     \b
@@ -141,19 +144,28 @@ def retry_command(app: str, ids: tuple[str, ...], event_type: str | None, as_jso
     is still not handled.
 
     \b
-    The module is imported as the service imports it: keep its run loop under
-    if __name__ == "__main__", or the import starts consuming.
+    Dead letters of reason replay (events older than the consumer's max_age)
+    are retried only when named by --id or --reason replay: handled again,
+    an old event sent twice could have a second effect.
+
+    \b
+    The module is imported as the service imports it; a call to run() during
+    that import is refused (keep it under if __name__ == "__main__").
 
     \b
     Examples:
       strangler inbox retry --app billing.service:consumer
       strangler inbox retry --app billing.service:consumer --id 0190a1b2-... --json
     """
+    from .outbox import missing_table_hint
+
     consumer = load_consumer(app)
     try:
-        results = consumer.retry_dead_letters(event_ids=ids, event_type=event_type)
+        results = consumer.retry_dead_letters(event_ids=ids, event_type=event_type, reasons=reasons or None)
     except (OperationalError, ProgrammingError) as exc:
-        raise Problems(f"cannot read {consumer.name}'s dead letters: {exc.orig}") from None
+        reason = " ".join(str(exc.orig).split())
+        hint = missing_table_hint("the service's database", reason, url_placeholder="<its URL>")
+        raise Problems(hint or f"cannot read {consumer.name}'s dead letters: {reason}") from None
     if as_json:
         click.echo(json.dumps({"consumer": consumer.name, "retried": [vars_of(r) for r in results]}, indent=2))
     else:
@@ -176,7 +188,7 @@ def vars_of(result: Any) -> dict[str, Any]:
 
 def load_consumer(app: str):
     """Import ``module:name`` from the current folder and return the Consumer it names (calling a factory)."""
-    from outbox.consumer import Consumer
+    from outbox.consumer import Consumer, RunDuringImport, refusing_run
 
     module_name, _, attribute = app.partition(":")
     if not module_name or not attribute:
@@ -184,7 +196,10 @@ def load_consumer(app: str):
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
-        found: Any = importlib.import_module(module_name)
+        with refusing_run(f"strangler inbox retry imported {module_name} for its Consumer"):
+            found: Any = importlib.import_module(module_name)
+    except RunDuringImport as exc:
+        raise click.BadParameter(f"importing {module_name!r} starts consuming: {exc}", param_hint="--app") from None
     except Exception as exc:
         raise click.BadParameter(
             f"cannot import {module_name!r} from {Path.cwd()}: {type(exc).__name__}: {exc}", param_hint="--app"
@@ -193,8 +208,17 @@ def load_consumer(app: str):
         if not hasattr(found, part):
             raise click.BadParameter(f"module {module_name!r} has no {attribute!r}", param_hint="--app")
         found = getattr(found, part)
+    if isinstance(found, type):
+        raise click.BadParameter(
+            f"{app} is a class; name the Consumer itself (billing = Consumer(...)) or a function that returns it",
+            param_hint="--app",
+        )
     if not isinstance(found, Consumer) and callable(found):
-        found = found()
+        try:
+            with refusing_run(f"strangler inbox retry called {app} for its Consumer"):
+                found = found()
+        except Exception as exc:
+            raise click.BadParameter(f"{app}() failed: {type(exc).__name__}: {exc}", param_hint="--app") from None
     if not isinstance(found, Consumer):
         raise click.BadParameter(
             f"{app} is a {type(found).__name__}, not an outbox.consumer.Consumer", param_hint="--app"
@@ -255,12 +279,14 @@ def discard_command(db: str, consumer: str, ids: tuple[str, ...], reason: str | 
               help="Rows deleted per transaction (never one unbounded DELETE).")
 @click.option("--json", "as_json", is_flag=True, help="Write the result as one JSON object.")
 def purge_command(db: str, handled_before: str, consumer: str | None, batch_size: int, as_json: bool):
-    """Delete old inbox rows, in bounded batches, so the inbox does not grow for ever.
+    """Delete old inbox rows of handled events, in bounded batches, so the inbox does not grow for ever.
 
     \b
     An id deleted from the inbox is handled again if its event comes back: keep
     rows longer than the broker keeps events and than any replay reaches.
-    Dead letters stay.
+    Only rows of handled events go: the rows of dead (and discarded) events
+    stay, with the dead letters, so their redelivery is never handled behind
+    your back.
 
     \b
     Example:

@@ -115,18 +115,23 @@ def _explain_database_error(context: ExceptionContext) -> DatabaseUnusable | Non
             return DatabaseUnusable(f"cannot open the database {url}: {reason} (does its folder exist, "
                                     "and may this user write there?)")
         return DatabaseUnusable(f"cannot reach the database {url}: {reason}")
+    hint = missing_table_hint(f"the database {url}", reason, url_placeholder=url)
+    return DatabaseUnusable(hint) if hint else None
+
+
+def missing_table_hint(database: str, reason: str, *, url_placeholder: str) -> str | None:
+    """What to run when ``reason`` (a driver's message) says a table or column is missing; None otherwise.
+
+    The inbox's tables are made by ``strangler inbox migrate``, the rest by ``outbox migrate``.
+    """
     for kind, pattern in _MISSING:
         found = pattern.search(reason)
         if found:
             if found[1].strip('"`').startswith(_INBOX_TABLES):
-                return DatabaseUnusable(
-                    f"the database {url} has no {kind} {found[1]}: run 'strangler inbox migrate --db {url}' "
-                    "to create or upgrade the inbox tables"
-                )
-            return DatabaseUnusable(
-                f"the database {url} has no {kind} {found[1]}: run 'strangler outbox migrate --db {url}' "
-                "to create or upgrade the outbox tables"
-            )
+                return (f"{database} has no {kind} {found[1]}: run 'strangler inbox migrate --db {url_placeholder}' "
+                        "to create or upgrade the inbox tables")
+            return (f"{database} has no {kind} {found[1]}: run 'strangler outbox migrate --db {url_placeholder}' "
+                    "to create or upgrade the outbox tables")
     return None
 
 
