@@ -37,6 +37,27 @@ class Order(db.Model):
 '''
 
 
+#: A Flask view that adds a user and commits: one site, app.user.created.
+SIGN_UP = '''
+from .models import db, User
+
+
+def sign_up(name):
+    user = User(name=name)
+    db.session.add(user)
+    db.session.commit()
+'''
+
+
+def invoke(*args):
+    """Run ``strangler`` with ``args`` in-process; exceptions propagate."""
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
 def write_tree(root: Path, files: dict[str, str]) -> None:
     for rel, source in files.items():
         path = root / rel

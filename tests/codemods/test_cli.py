@@ -11,21 +11,9 @@ from click.testing import CliRunner
 
 from toolkit.cli import cli
 
-from .helpers import MODELS, write_tree
+from .helpers import MODELS, SIGN_UP, invoke, write_tree
 
-CODE = '''
-from .models import db, User
-
-
-def sign_up(name):
-    user = User(name=name)
-    db.session.add(user)
-    db.session.commit()
-'''
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+CODE = SIGN_UP
 
 
 def test_scan_json_is_the_documented_shape_and_exit_1_for_open_sites(tmp_path):

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from click.testing import CliRunner
-
-from toolkit.cli import cli
-
-from .helpers import MODELS, write_tree
-
-CODE = '''
-from .models import db, User
 
 
-def sign_up(name):
-    user = User(name=name)
-    db.session.add(user)
-    db.session.commit()
-'''
+from .helpers import MODELS, SIGN_UP, invoke, write_tree
 
-
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+CODE = SIGN_UP
 
 
 @pytest.mark.parametrize("flags", [("--write", "--diff"), ("--diff", "--write")])

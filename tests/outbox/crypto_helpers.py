@@ -79,3 +79,13 @@ def sealed_envelope(sealer: Sealer, data: dict, type_: str = "shop.order.created
          "partitionkey": a["subject"]},
         payload,
     )
+
+
+def plain_event(n: int, data: dict | None = None) -> Envelope:
+    """An unencrypted order event, order ``n`` (its subject); data ``{"id": n}`` unless given."""
+    a = attributes(subject=str(n))
+    return Envelope.from_attributes(
+        {**a, "specversion": "1.0", "datacontenttype": "application/json", "aggregatetype": "order",
+         "partitionkey": a["subject"]},
+        json.dumps({"id": n} if data is None else data).encode(),
+    )

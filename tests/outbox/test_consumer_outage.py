@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -10,19 +9,11 @@ from sqlalchemy import create_engine, text
 
 from outbox import inbox
 from outbox.consumer import Consumer
-from outbox.envelope import Envelope
 from outbox.routers import open_router
-from tests.outbox.crypto_helpers import attributes
+from tests.outbox.crypto_helpers import plain_event
 from tests.outbox.relay_helpers import wait_until
 
 
-def plain_event(n: int) -> Envelope:
-    a = attributes(subject=str(n))
-    return Envelope.from_attributes(
-        {**a, "specversion": "1.0", "datacontenttype": "application/json", "aggregatetype": "order",
-         "partitionkey": a["subject"]},
-        json.dumps({"n": n}).encode(),
-    )
 
 
 def publish(url, events):
@@ -39,7 +30,7 @@ def test_run_survives_a_redis_outage_and_handles_what_comes_after(own_redis, sql
     engine = create_engine(sqlite_url)
     consumer = Consumer("billing", engine)
     handled: list[int] = []
-    consumer.add_handler("shop.order.created", lambda event, session: handled.append(event.data["n"]))
+    consumer.add_handler("shop.order.created", lambda event, session: handled.append(event.data["id"]))
     publish(url, [plain_event(n) for n in range(3)])
     errors: list[BaseException] = []
 
@@ -102,8 +93,8 @@ def test_an_ack_refused_after_the_commit_is_an_outage_and_the_event_comes_again_
     handled: list[int] = []
 
     def invoice(event, session):
-        handled.append(event.data["n"])
-        if event.data["n"] == 1 and handled.count(1) == 1:
+        handled.append(event.data["id"])
+        if event.data["id"] == 1 and handled.count(1) == 1:
             stop()  # the commit still goes through; the ack that follows cannot
 
     consumer.add_handler("shop.order.created", invoice)
@@ -161,7 +152,7 @@ def test_acks_refused_again_and_again_are_retried_ever_more_slowly_and_the_handl
     engine = create_engine(sqlite_url)
     consumer = Consumer("billing", engine)
     handled: list[int] = []
-    consumer.add_handler("shop.order.created", lambda event, session: handled.append(event.data["n"]))
+    consumer.add_handler("shop.order.created", lambda event, session: handled.append(event.data["id"]))
     subscription = RefusingAcks(plain_event(1))
     runner = threading.Thread(target=consumer.run,
                               kwargs={"subscription": subscription, "install_signals": False}, daemon=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 
@@ -12,18 +11,10 @@ from sqlalchemy.exc import OperationalError
 
 from outbox import inbox
 from outbox.consumer import Consumer, is_transient_db_error
-from outbox.envelope import Envelope
 from outbox.routers import open_router, open_subscription
-from tests.outbox.crypto_helpers import attributes
+from tests.outbox.crypto_helpers import plain_event
 
 
-def plain_event(n: int, **data) -> Envelope:
-    a = attributes(subject=str(n))
-    return Envelope.from_attributes(
-        {**a, "specversion": "1.0", "datacontenttype": "application/json", "aggregatetype": "order",
-         "partitionkey": a["subject"]},
-        json.dumps({"id": n, **data}).encode(),
-    )
 
 
 @pytest.fixture
@@ -84,7 +75,7 @@ def test_a_lock_timeout_in_a_handler_is_retried_and_handled_once_the_lock_is_rel
 def test_run_backs_off_and_handles_the_event_after_the_lock_is_released(service, tmp_path):
     router_url = f"file://{tmp_path}/events"
     router = open_router(router_url)
-    router.publish([plain_event(1), plain_event(2, bug=True)])
+    router.publish([plain_event(1), plain_event(2, {"id": 2, "bug": True})])
     router.close()
     consumer = accounting(service)
     with service.connect() as holder:

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, select, text
 from outbox import inbox
 from outbox.envelope import Envelope
 from outbox.routers import open_router
-from tests.outbox.crypto_helpers import attributes
+from tests.outbox.crypto_helpers import plain_event
 from toolkit.cli import cli
 from toolkit.commands.inbox import load_consumer
 
@@ -42,13 +42,6 @@ not_a_consumer = 42
 '''
 
 
-def plain_event(n: int) -> Envelope:
-    a = attributes(subject=str(n))
-    return Envelope.from_attributes(
-        {**a, "specversion": "1.0", "datacontenttype": "application/json", "aggregatetype": "order",
-         "partitionkey": a["subject"]},
-        json.dumps({"id": n}).encode(),
-    )
 
 
 @pytest.fixture
