@@ -18,8 +18,9 @@ Consumer side: a consumer group per service (``XREADGROUP``), created at the
 start of the stream so nothing published before the first subscribe is missed;
 ``ack`` is ``XACK``. Each subscription is a consumer of its own in the group
 (``default_consumer_name``), so it re-reads only the entries it was given: after
-``nack`` all of them, in order, before any new one. Entries a dead process left
-unacked are taken over by a live one after ``claim_idle`` (``XAUTOCLAIM``).
+``nack`` all of them, in order, before any new one. A process starting first
+adopts what dead members left unacked (``_adopt_orphans``); any entry left
+unacked for ``claim_idle`` is taken over by a live process (``XAUTOCLAIM``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Sequence
 
@@ -38,6 +40,12 @@ OPTIONS = ("maxlen", "max_bytes", "consumer", "claim_idle", *TLS_OPTIONS)
 #: Seconds an entry may wait unacked before another process of the group takes it over.
 DEFAULT_CLAIM_IDLE = 60.0
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: Seconds a group member must have gone without reading or claiming (its ``idle`` in ``XINFO CONSUMERS``),
+#: on top of having no connection named after it, to count as dead. A live member reads at every receive
+#: (each receive timeout), so its idle stays well below this even when its connection has just dropped.
+ADOPT_AFTER = 5.0
+#: Added to a wait for a member to age: Redis counts idle in whole milliseconds.
+_AGE_MARGIN = 0.01
 #: Pending entries looked at per XPENDING when a subscription closes.
 _RELEASE_PAGE = 1000
 PREFIX = "ce_"
@@ -236,11 +244,14 @@ class RedisSubscription:
         self._adopted = False
         #: Per stream, where the next XAUTOCLAIM goes on scanning the pending list.
         self._claim_from: dict[str, str] = {}
+        #: Which stream the next XAUTOCLAIM round starts with; it moves on each round.
+        self._claim_turn = 0
         self.group = group
         # The first receive already looks for entries left long enough by a dead process:
         # a process starting has no pending list of its own to pick them up from.
         self._next_claim = time.monotonic()
-        self._closed = False
+        #: Set by ``close``; also ends the first receive's wait for a member to age.
+        self._closed = threading.Event()
         self.streams = list(destinations)
         for stream in self.streams:
             try:
@@ -263,6 +274,8 @@ class RedisSubscription:
         if not self._adopted:
             self._adopt_orphans()
             self._adopted = True
+            if self._closed.is_set():
+                return []  # closed while it waited: a read now would add the name to the group again
         while self._pending_after is not None:
             replies = self.client.xreadgroup(self.group, self.consumer, dict(self._pending_after),
                                              count=max_events)
@@ -282,6 +295,7 @@ class RedisSubscription:
         if self.claim_idle > 0 and time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self.claim_idle
             out = self._claim_idle(max_events)
+            self._tidy_group(adopt=False)
             if out:
                 return out
         replies = self.client.xreadgroup(
@@ -291,45 +305,122 @@ class RedisSubscription:
         return self._deliveries(replies, redelivered=False)
 
     def _adopt_orphans(self) -> None:
-        """Take over the unacked entries of group members with no connection to Redis left: a process that died.
+        """Take over the unacked entries of group members that died; remove dead members from the group.
 
         A process starting has a new consumer name, so it would not re-read
         what the process before it held: those entries would wait ``claim_idle``
         while newer events of their aggregates were handled, and one consumer
         process per group would lose per-aggregate order across a crash. A
         member is dead when no connection carries its name (``CLIENT LIST``;
-        every subscription names its connections). Its entries move to this
-        consumer (``XCLAIM … JUSTID``), which reads its own pending list first,
-        in stream order, and the dead name leaves the group. Where ``CLIENT
-        LIST`` is not allowed (an ACL, a managed Redis), ``claim_idle`` alone
-        brings them back.
+        every subscription names its connections) and it has not read or
+        claimed for ``ADOPT_AFTER`` seconds (its ``idle``): a live member whose
+        connection dropped, or one of an older version whose connections have
+        no name, reads again within a receive timeout. (From Redis 7.2 any read
+        resets ``idle``; before, only one that returns entries.) A candidate
+        holding entries but not idle long enough yet (a process that crashed
+        just now) is waited for, once and at most until it would be, then
+        looked at again; so the next process still reads its predecessor's
+        entries first, while a member that polls meanwhile keeps its entries.
+        Where ``CLIENT LIST`` is not allowed (an ACL, a managed Redis),
+        ``claim_idle`` alone brings them back.
         """
-        try:
-            live = {client.get("name") for client in self.client.client_list()}
-        except self.redis.ResponseError:
-            return
-        for stream in self.streams:
-            try:
-                members = self.client.xinfo_consumers(stream, self.group)
-            except self.redis.ResponseError:
-                continue  # the stream or group went away meanwhile
-            for member in members:
-                name = _text(member["name"])
-                if name != self.consumer and name not in live and member.get("pending"):
+        wait = self._tidy_group(adopt=True)
+        if wait > 0 and not self._closed.wait(wait + _AGE_MARGIN):
+            self._tidy_group(adopt=True)
+
+    def _tidy_group(self, *, adopt: bool) -> float:
+        """Remove the group's dead members, first moving their pending entries here if ``adopt``.
+
+        Return how long until the youngest candidate holding entries (no named
+        connection, idle less than ``ADOPT_AFTER``) would count as dead; 0 if
+        there is none. Without ``adopt`` (each claim round) only dead members
+        holding nothing are removed, so names left by processes killed while
+        idle, drained by ``XAUTOCLAIM`` or left by a reopen after an outage do
+        not pile up. ``CLIENT LIST`` (a cost with many clients) is asked only
+        when some member could be dead.
+        """
+        after_ms = int(ADOPT_AFTER * 1000)
+        candidates = {
+            stream: [(name, pending, idle) for name, pending, idle in self._members(stream)
+                     if name != self.consumer and ((adopt and pending) or (not pending and idle >= after_ms))]
+            for stream in self.streams
+        }
+        if not any(candidates.values()):
+            return 0.0
+        live = self._live_names()
+        if live is None:
+            return 0.0
+        wait = 0.0
+        dead: dict[str, set[str]] = {}
+        for stream, members in candidates.items():
+            for name, pending, idle in members:
+                if name in live:
+                    continue
+                if idle < after_ms:  # only a member holding entries is a candidate this young
+                    wait = max(wait, (after_ms - idle) / 1000)
+                    continue
+                if pending:
                     self._take_over(stream, name)
+                dead.setdefault(stream, set()).add(name)
+        if dead:
+            self._remove(dead)
+        return wait
+
+    def _members(self, stream: str) -> list[tuple[str, int, int]]:
+        """(name, entries pending, ms idle) of each consumer of the group on ``stream``."""
+        try:
+            members = self.client.xinfo_consumers(stream, self.group)
+        except self.redis.ResponseError:
+            return []  # the stream or group went away meanwhile
+        return [(_text(member["name"]), member["pending"], member["idle"]) for member in members]
+
+    def _live_names(self) -> set[str] | None:
+        """The names connections to Redis carry now; None where ``CLIENT LIST`` is not allowed."""
+        try:
+            return {client.get("name") for client in self.client.client_list(_type="normal")}
+        except self.redis.ResponseError:  # NoPermissionError too
+            return None
 
     def _take_over(self, stream: str, dead: str) -> None:
-        """Move every pending entry of consumer ``dead`` on ``stream`` to this one; then remove ``dead`` from the group."""
+        """Move here the entries ``dead`` holds on ``stream`` that nobody touched for ``ADOPT_AFTER``.
+
+        The minimum idle time of ``XCLAIM`` leaves alone an entry its owner
+        read again lately (it was alive after all), and one that a process
+        starting at the same moment has just claimed (a claim resets an
+        entry's idle): two processes starting at once never both take an entry.
+        """
         start = "-"
-        while True:
-            pending = self.client.xpending_range(stream, self.group, start, "+", _RELEASE_PAGE, consumername=dead)
-            if not pending:
-                break
-            ids = [entry["message_id"] for entry in pending]
-            self.client.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
-            start = "(" + _text(ids[-1])
-        if not self.client.xpending_range(stream, self.group, "-", "+", 1, consumername=dead):
-            self.client.xgroup_delconsumer(stream, self.group, dead)
+        try:
+            while True:
+                pending = self.client.xpending_range(stream, self.group, start, "+", _RELEASE_PAGE, consumername=dead)
+                if not pending:
+                    return
+                ids = [entry["message_id"] for entry in pending]
+                self.client.xclaim(stream, self.group, self.consumer, int(ADOPT_AFTER * 1000), ids, justid=True)
+                start = "(" + _text(ids[-1])
+        except self.redis.ResponseError:
+            return  # the stream or group went away meanwhile
+
+    def _remove(self, dead: dict[str, set[str]]) -> None:
+        """Delete the members ``dead`` lists per stream that still hold nothing, idle and unconnected.
+
+        ``XGROUP DELCONSUMER`` drops a consumer's pending entries with it, so
+        each is looked at again right before: a member holding entries again
+        (a fixed ``consumer`` name reopened, reading its own) or reading again
+        stays. A member with nothing pending deleted while alive is harmless:
+        its next read adds it again.
+        """
+        after_ms = int(ADOPT_AFTER * 1000)
+        live = self._live_names()
+        if live is None:
+            return
+        for stream, names in dead.items():
+            try:
+                for name, pending, idle in self._members(stream):
+                    if name in names and not pending and idle >= after_ms and name not in live:
+                        self.client.xgroup_delconsumer(stream, self.group, name)
+            except self.redis.ResponseError:
+                continue  # the stream or group went away meanwhile
 
     def _claim_idle(self, max_events: int) -> list[Delivery]:
         """Take over the group's entries left unacked for ``claim_idle`` seconds (``XAUTOCLAIM``).
@@ -341,7 +432,11 @@ class RedisSubscription:
         should its owner have been slow, not dead).
         """
         out: list[Delivery] = []
-        for stream in self.streams:
+        # Each round starts with the next stream: a round ends once it has max_events, and a stream
+        # always first would keep later streams' idle entries waiting while it has enough of its own.
+        turn = self._claim_turn % len(self.streams)
+        self._claim_turn = turn + 1
+        for stream in self.streams[turn:] + self.streams[:turn]:
             # XAUTOCLAIM looks at a bounded stretch of the pending list per call (ten times COUNT): go
             # on from where the last call stopped, or idle entries behind a long stretch of entries
             # live members hold would never be reached. Its cursor is 0-0 again after the end.
@@ -383,12 +478,14 @@ class RedisSubscription:
 
         Unacked entries stay pending under this consumer's name; they are
         marked idle for ``claim_idle``, so the next claim of a process of the
-        group (a starting one's first receive) delivers them again at once.
-        A fixed ``consumer`` name reopened reads them again itself.
+        group (a starting one's first receive) delivers them again at once,
+        and a process starting within ``ADOPT_AFTER`` adopts them once this
+        name has aged. A fixed ``consumer`` name reopened reads them again
+        itself. Also ends a first receive's wait for a member to age.
         """
-        if self._closed:
+        if self._closed.is_set():
             return
-        self._closed = True
+        self._closed.set()
         try:
             for stream in self.streams:
                 self._release(stream)

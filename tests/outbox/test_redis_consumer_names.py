@@ -3,18 +3,35 @@
 Processes of one service share a consumer group. Were they one consumer (one
 name), a process that starts, or that nacks, would read its siblings' entries
 in flight again and handle them a second time while the siblings still do.
+
+A process starting adopts what dead members left: a member is dead when no
+connection carries its name and it has not read for ``ADOPT_AFTER`` seconds
+(0.5 s in these tests, 5 s in production).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 
 import pytest
 
 from outbox.testing.services import require_module, service_url
+
+
+#: ``ADOPT_AFTER`` in these tests: above the 0.1 s a polling member below leaves between reads.
+ADOPT_AFTER = 0.5
+
+
+@pytest.fixture(autouse=True)
+def quick_adoption(monkeypatch):
+    from outbox.routers import redis as redis_router
+
+    monkeypatch.setattr(redis_router, "ADOPT_AFTER", ADOPT_AFTER)
 
 
 @pytest.fixture
@@ -45,15 +62,22 @@ def stream(client, prefix):
 
 
 @pytest.fixture
+def other_stream(client, prefix):
+    """A second stream of this test's own (the ``invoice`` aggregate's), deleted afterwards."""
+    yield prefix + "invoice"
+    client.delete(prefix + "invoice")
+
+
+@pytest.fixture
 def publish(redis_url, prefix):
-    """Publish ``count`` events to ``stream``; return them."""
+    """Publish ``count`` events of ``aggregate`` (``order``: to ``stream``); return them."""
     from outbox.routers import Destinations, open_router
     from outbox.testing.conformance import make_event
 
     router = open_router(redis_url, destinations=Destinations(prefix=prefix))
 
-    def publish(count: int):
-        events = [make_event(key="k", data={"n": n}) for n in range(count)]
+    def publish(count: int, aggregate: str = "order"):
+        events = [make_event(key="k", aggregate=aggregate, data={"n": n}) for n in range(count)]
         assert all(result.ok for result in router.publish(events))
         return events
 
@@ -63,13 +87,13 @@ def publish(redis_url, prefix):
 
 @pytest.fixture
 def subscribe(redis_url, stream):
-    """Open subscriptions of group ``g`` on ``stream``; those still open are closed afterwards."""
+    """Open subscriptions of group ``g`` on ``stream`` (or ``streams``); those still open are closed afterwards."""
     from outbox.routers import open_subscription
 
     opened = []
 
-    def subscribe(query: str = "", **options):
-        subscription = open_subscription(redis_url + query, group="g", destinations=[stream], **options)
+    def subscribe(query: str = "", *, streams: list[str] | None = None, **options):
+        subscription = open_subscription(redis_url + query, group="g", destinations=streams or [stream], **options)
         opened.append(subscription)
         return subscription
 
@@ -85,6 +109,35 @@ def consumers(client, stream) -> dict[str, int]:
 
 def ids(deliveries) -> list[str]:
     return [d.envelope.id for d in deliveries]
+
+
+@contextlib.contextmanager
+def polling(poll, *, after: float = 0.0):
+    """Call ``poll`` in a thread every 0.05 s, starting ``after`` seconds from now, until the block ends.
+
+    A member alive and reading, while the main thread starts a process.
+    """
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def run():
+        stop.wait(after)
+        while not stop.is_set():
+            try:
+                poll()
+            except Exception as exc:  # reported by the test, after the block
+                errors.append(exc)
+                return
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not errors, errors
 
 
 def test_the_default_name_tells_host_and_process_apart_and_differs_per_subscription(subscribe, client, stream):
@@ -249,8 +302,9 @@ def test_one_process_per_group_killed_mid_batch_its_successor_handles_the_unacke
     """Per-aggregate order across a crash: the next process adopts the dead one's entries before new ones.
 
     The successor has a name of its own, and the default claim_idle (60 s) has
-    not passed: only seeing that no connection carries the dead name brings
-    the entries back at once, ahead of the events published after them.
+    not passed: seeing that no connection carries the dead name, and waiting
+    until that name has not read for ADOPT_AFTER, brings the entries back
+    ahead of the events published after them.
     """
     dying = subscribe()
     first = publish(3)
@@ -275,8 +329,146 @@ def test_a_live_member_is_not_adopted_even_when_idle_for_longer_than_it_takes_to
     busy = subscribe()
     events = publish(2)
     assert ids(busy.receive(timeout=1)) == [e.id for e in events]
+    time.sleep(ADOPT_AFTER + 0.1)  # a long handler: no read since
 
     assert subscribe().receive(timeout=0.2) == []  # its connection is alive: its entries stay its own
+
+
+def test_a_live_member_of_the_previous_version_is_not_adopted_while_it_polls(
+        subscribe, publish, redis_url, client, stream):
+    """A rolling upgrade: the old process reads as consumer ``strangler`` on connections with no name."""
+    import redis
+
+    starting = subscribe()  # creates the group
+    events = publish(2)
+    old = redis.Redis.from_url(redis_url)  # no client name, as the previous version connects
+    [(_, held)] = old.xreadgroup("g", "strangler", {stream: ">"})
+    assert len(held) == 2  # in its handler, not acked
+
+    def busy_poll():
+        """Read (and ack) a new entry: before Redis 7.2 only a read that returns entries resets idle."""
+        pipe = old.pipeline()  # one transaction, so that no other member reads the entry first
+        pipe.xadd(stream, {"data": b"{}"})
+        pipe.xreadgroup("g", "strangler", {stream: ">"}, count=1)
+        entry_id, [(_, [(read_id, _)])] = pipe.execute()
+        assert read_id == entry_id
+        old.xack(stream, "g", read_id)
+
+    with polling(busy_poll):
+        assert starting.receive(timeout=0.1) == []  # waited for it to age; it read again meanwhile
+    assert consumers(client, stream) == {"strangler": 2, starting.consumer: 0}  # its own, still in the group
+
+    old.close()  # now it stops reading: dead once it has not read for ADOPT_AFTER
+    again = subscribe().receive(timeout=0.1)
+    assert ids(again) == [e.id for e in events]
+
+
+def test_a_member_whose_connection_was_killed_but_that_reads_again_within_adopt_after_keeps_its_entries(
+        subscribe, publish, client, stream):
+    """A connection dropped under a running process (CLIENT KILL, a proxy's idle timeout): it reconnects."""
+    member, starting = subscribe(), subscribe()
+    events = publish(2)
+    taken = member.receive(timeout=1)
+    assert ids(taken) == [e.id for e in events]
+    for connection in client.client_list(_type="normal"):
+        if connection["name"] == member.consumer:
+            client.client_kill_filter(_id=connection["id"])
+    assert member.consumer not in {c["name"] for c in client.client_list(_type="normal")}
+
+    with polling(lambda: member.receive(timeout=0.05), after=0.1):  # its next read, once the other has looked
+        assert starting.receive(timeout=0.1) == []
+    assert consumers(client, stream)[member.consumer] == 2
+    for delivery in taken:
+        delivery.ack()
+    assert client.xpending(stream, "g")["pending"] == 0  # acked by their owner: they were still its own
+
+
+def test_two_processes_starting_at_once_do_not_both_take_a_dead_members_entries(
+        subscribe, publish, client, stream, monkeypatch):
+    """Both list the dead member's entries; the one whose claim reaches Redis second takes none of them."""
+    dying = subscribe()
+    events = publish(3)
+    assert len(dying.receive(timeout=1)) == 3
+    dying.client.close()  # killed
+    time.sleep(ADOPT_AFTER + 0.1)
+    first, second = subscribe(), subscribe()
+    listed, claimed = threading.Event(), threading.Event()
+    xclaim = second.client.xclaim
+
+    def late_xclaim(*args, **kwargs):
+        listed.set()
+        claimed.wait(5)
+        return xclaim(*args, **kwargs)
+
+    monkeypatch.setattr(second.client, "xclaim", late_xclaim)
+    got = []
+    thread = threading.Thread(target=lambda: got.extend(second.receive(timeout=0.1)))
+    thread.start()
+    assert listed.wait(5)  # second has listed the entries and is about to claim them
+    first_got = first.receive(timeout=0.1)
+    claimed.set()
+    thread.join(5)
+
+    assert ids(first_got) == [e.id for e in events]
+    assert got == []
+    assert consumers(client, stream) == {first.consumer: 3, second.consumer: 0}
+
+
+def test_closing_ends_the_first_receives_wait_for_a_member_to_age(subscribe, publish, monkeypatch):
+    from outbox.routers import redis as redis_router
+
+    monkeypatch.setattr(redis_router, "ADOPT_AFTER", 5.0)
+    dying = subscribe()
+    publish(1)
+    assert len(dying.receive(timeout=1)) == 1
+    dying.client.close()  # crashed just now: the next start waits up to 5 s for it to age
+    starting = subscribe()
+    threading.Timer(0.2, starting.close).start()
+    began = time.monotonic()
+    assert starting.receive(timeout=0.1) == []
+    assert time.monotonic() - began < 2
+
+
+def test_a_dead_member_holding_nothing_leaves_the_group_at_the_next_start(subscribe, client, stream):
+    """Killed while idle, or closed when Redis was out of reach: its name would stay for ever."""
+    idle = subscribe()
+    assert idle.receive(timeout=0.05) == []  # alive, reading nothing
+    client.xgroup_createconsumer(stream, "g", "killed-while-idle")
+    time.sleep(ADOPT_AFTER + 0.1)
+
+    starting = subscribe()
+    assert starting.receive(timeout=0.05) == []
+    assert consumers(client, stream) == {idle.consumer: 0, starting.consumer: 0}  # the live one stays
+
+
+def test_a_running_process_removes_a_dead_member_its_claim_drained(subscribe, publish, client, stream):
+    running = subscribe("?claim_idle=0.3")
+    assert running.receive(timeout=0.05) == []
+    dying = subscribe()
+    [event] = publish(1)
+    assert ids(dying.receive(timeout=1)) == [event.id]
+    dying.client.close()  # killed mid-handler, after the running process started: no adoption
+    time.sleep(ADOPT_AFTER + 0.1)
+
+    assert ids(running.receive(timeout=0.1)) == [event.id]  # the claim round
+    assert consumers(client, stream) == {running.consumer: 1}
+
+
+def test_claim_rounds_take_turns_across_streams(subscribe, publish, stream, other_stream):
+    """A round ends at max_events; the stream listed first must not have every round to itself."""
+    holder = subscribe(streams=[stream, other_stream])
+    publish(6)
+    publish(6, aggregate="invoice")
+    assert len(holder.receive(max_events=12, timeout=1)) == 12  # alive, but it never acks
+    claimer = subscribe("?claim_idle=0.3", streams=[stream, other_stream])
+    assert claimer.receive(timeout=0.05) == []  # nothing idle yet
+    time.sleep(0.4)
+
+    rounds = []
+    for _ in range(2):
+        claimer._next_claim = 0.0  # a claim round is due at this receive
+        rounds.append({d.destination for d in claimer.receive(max_events=3, timeout=0.05)})
+    assert sorted(rounds, key=sorted) == sorted([{stream}, {other_stream}], key=sorted)
 
 
 def test_idle_entries_behind_a_long_stretch_of_entries_in_flight_are_reached_by_later_claims(subscribe, publish):
