@@ -235,21 +235,7 @@ class Consumer:
         try:
             with self.sessions() as session:
                 with session.begin():
-                    if self._seen(session, envelope.id):
-                        outcome = "duplicate"
-                    else:
-                        outcome = "handled"
-                        try:
-                            self._record(session, envelope, "handled")
-                        except IntegrityError:
-                            raise _Duplicate() from None
-                        try:
-                            func(event, session)
-                            session.flush()
-                        except Exception as exc:
-                            if is_transient_db_error(exc):
-                                raise  # the database's moment, not the handler's failure: retried below
-                            raise _HandlerFailed(exc) from exc
+                    outcome = self._handle_once(session, envelope, func, event)
         except _HandlerFailed as failed:
             log.warning(
                 "%s: handler for %s failed on event %s: %s",
@@ -275,6 +261,28 @@ class Consumer:
         self._count(outcome)  # committed: counted even if the broker does not take the ack
         _ack(delivery)
         return outcome
+
+    def _handle_once(self, session: Session, envelope: Envelope, func: Handler, event: Event) -> str:
+        """In ``session``'s transaction: ``duplicate`` if the inbox has the id, else record it handled and run ``func``.
+
+        Raises ``_Duplicate`` when another process recorded the id first,
+        ``_HandlerFailed`` when the handler raised; a transient database error
+        propagates as it is (the database's moment, not the handler's failure).
+        """
+        if self._seen(session, envelope.id):
+            return "duplicate"
+        try:
+            self._record(session, envelope, "handled")
+        except IntegrityError:
+            raise _Duplicate() from None
+        try:
+            func(event, session)
+            session.flush()
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                raise
+            raise _HandlerFailed(exc) from exc
+        return "handled"
 
     def _count(self, outcome: str) -> str:
         attr = "retried" if outcome == "retry" else outcome
@@ -592,27 +600,17 @@ class Consumer:
                         inbox_table.c.consumer == self.name, inbox_table.c.event_id == envelope.id,
                         inbox_table.c.outcome == "dead",
                     ))
-                    if self._seen(session, envelope.id):
-                        outcome = "duplicate"  # handled since (redelivered after its inbox row was deleted)
-                    else:
-                        outcome = "handled"
-                        self._record(session, envelope, "handled")
-                        try:
-                            func(event, session)
-                            session.flush()
-                        except Exception as exc:
-                            if is_transient_db_error(exc):
-                                raise
-                            raise _HandlerFailed(exc) from exc
+                    # duplicate: handled since (delivered again after its inbox row was deleted by hand)
+                    outcome = self._handle_once(session, envelope, func, event)
                     session.execute(delete(dead_letter_table).where(
                         dead_letter_table.c.consumer == self.name, dead_letter_table.c.event_id == envelope.id,
                     ))
         except _HandlerFailed as failed:
             return came_to("dead", self._still_dead(envelope.id, "handler", _describe(failed.cause)))
-        except IntegrityError as exc:  # the handler's writes broke a constraint at commit, or a running
-            if self._handled(envelope.id):  # process of this consumer handled the event meanwhile
-                self._forget_letters(envelope.id)
-                return came_to("duplicate")
+        except _Duplicate:  # a running process of this consumer handled the event meanwhile
+            self._forget_letters(envelope.id)
+            return came_to("duplicate")
+        except IntegrityError as exc:  # the handler's writes broke a constraint at commit
             return came_to("dead", self._still_dead(envelope.id, "handler", _describe(exc)))
         except Exception as exc:
             return came_to("retry", _describe(exc))
@@ -642,15 +640,6 @@ class Consumer:
                     ))
         except Exception:  # left for the next retry, which finds the event handled
             pass
-
-    def _handled(self, event_id: str) -> bool:
-        with self.sessions() as session:
-            outcome = session.execute(
-                select(inbox_table.c.outcome).where(
-                    inbox_table.c.consumer == self.name, inbox_table.c.event_id == event_id
-                )
-            ).scalar()
-        return outcome == "handled"
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Return this consumer's dead letters, oldest first (the event as received, reason, error)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -167,7 +168,7 @@ def retry_command(app: str, ids: tuple[str, ...], event_type: str | None, reason
         hint = missing_table_hint("the service's database", reason, url_placeholder="<its URL>")
         raise Problems(hint or f"cannot read {consumer.name}'s dead letters: {reason}") from None
     if as_json:
-        click.echo(json.dumps({"consumer": consumer.name, "retried": [vars_of(r) for r in results]}, indent=2))
+        click.echo(json.dumps({"consumer": consumer.name, "retried": [dataclasses.asdict(r) for r in results]}, indent=2))
     else:
         for result in results:
             line = f"{result.outcome:10s} {result.event_id} {result.type or '-'} (was {result.reason})"
@@ -179,11 +180,6 @@ def retry_command(app: str, ids: tuple[str, ...], event_type: str | None, reason
         raise Problems(f"no dead letter of {consumer.name} for: {', '.join(sorted(missing))}")
     if any(r.outcome not in ("handled", "duplicate") for r in results):
         click.get_current_context().exit(1)
-
-
-def vars_of(result: Any) -> dict[str, Any]:
-    return {"event_id": result.event_id, "type": result.type, "reason": result.reason,
-            "outcome": result.outcome, "error": result.error}
 
 
 def load_consumer(app: str):
