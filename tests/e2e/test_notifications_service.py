@@ -105,3 +105,40 @@ def test_the_service_reads_no_event_it_cannot_verify(tmp_path, crypto, monkeypat
     assert dispatch_mail(engine, str(tmp_path / "mail.jsonl")) == 0
     assert stats.handled == 0 and stats.rejected + stats.dead == 3
     engine.dispose()
+
+
+def test_events_dead_lettered_while_the_keys_were_missing_are_handled_by_a_retry_once_they_are_there(
+        tmp_path, crypto, capsys):
+    from sample_monolith.services.notifications.__main__ import main
+
+    keys, policy = crypto
+    shop_url = f"sqlite:///{tmp_path}/shop.db"
+    router_url = f"file://{tmp_path}/events"
+    emit_orders(shop_url, ORDERS)
+    publish_outbox(shop_url, router_url)
+    service_db = f"sqlite:///{tmp_path}/notifications.db"
+    spool = tmp_path / "mail.jsonl"
+    # Deployed without its keys: it reads no encrypted event, and dead-letters each.
+    assert main(["--db", service_db, "--router", router_url, "--spool", str(spool), "--until-idle", "--poll", "0.2"]) == 0
+    assert not spool.exists()
+
+    retried = main(["--db", service_db, "--keys-dir", str(keys), "--policy", str(policy), "--spool", str(spool),
+                    "--retry-dead-letters"])
+
+    assert retried == 0
+    outcomes = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(o["outcome"], o["reason"]) for o in outcomes] == [("handled", "not-for-us")] * 3
+    sent = [json.loads(line) for line in spool.read_text().splitlines()]
+    assert sent == [render_confirmation(o["id"], o["email"], o["ship_to_name"], o["total_cents"]) for o in ORDERS]
+    assert main(["--db", service_db, "--keys-dir", str(keys), "--policy", str(policy), "--spool", str(spool),
+                 "--retry-dead-letters"]) == 0  # nothing left
+    assert len(spool.read_text().splitlines()) == 2
+
+
+def test_the_service_needs_a_router_or_the_retry_not_both(tmp_path):
+    from sample_monolith.services.notifications.__main__ import main
+
+    for extra in ([], ["--router", "file://./events", "--retry-dead-letters"]):
+        with pytest.raises(SystemExit) as exited:
+            main(["--db", f"sqlite:///{tmp_path}/n.db", "--spool", str(tmp_path / "m.jsonl"), *extra])
+        assert exited.value.code == 2
