@@ -57,6 +57,18 @@ def first_seen_order(events: Sequence[Envelope]) -> dict[str, list[int]]:
     return out
 
 
+def publish(router_url: str, envelopes: Sequence[Envelope]) -> None:
+    """Publish ``envelopes`` to ``router_url`` as the relay would, and check the broker took every one."""
+    from outbox.routers import open_router
+
+    router = open_router(router_url)
+    try:
+        results = router.publish(envelopes)
+    finally:
+        router.close()
+    assert all(r.ok for r in results), results
+
+
 def pending_count(engine) -> int:
     with engine.connect() as conn:
         return len(conn.execute(

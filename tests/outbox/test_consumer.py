@@ -13,8 +13,8 @@ from outbox import inbox
 from outbox.consumer import Consumer
 from outbox.crypto import KeyRing, Opener, new_key, retire_key, rotate_key
 from outbox.envelope import JOSE_CONTENT_TYPE
-from outbox.routers import open_router
 from tests.outbox.crypto_helpers import make_world, sealed_envelope
+from tests.outbox.relay_helpers import publish
 
 CANARY = "canary.c0ns@example.com"
 
@@ -50,13 +50,6 @@ def router_url(tmp_path):
     return f"file://{tmp_path}/events"
 
 
-def publish(router_url, envelopes):
-    router = open_router(router_url)
-    try:
-        results = router.publish(envelopes)
-    finally:
-        router.close()
-    assert all(r.ok for r in results), results
 
 
 def order(world, n, sealer=None, **data):

@@ -9,19 +9,12 @@ from sqlalchemy import create_engine, text
 
 from outbox import inbox
 from outbox.consumer import Consumer
-from outbox.routers import open_router
 from tests.outbox.crypto_helpers import plain_event
-from tests.outbox.relay_helpers import wait_until
+from tests.outbox.relay_helpers import publish, wait_until
 
 
 
 
-def publish(url, events):
-    router = open_router(url)
-    try:
-        assert all(r.ok for r in router.publish(events))
-    finally:
-        router.close()
 
 
 def test_run_survives_a_redis_outage_and_handles_what_comes_after(own_redis, sqlite_url, caplog):

@@ -9,7 +9,8 @@ from outbox import inbox
 from outbox.consumer import Consumer
 from outbox.envelope import Envelope
 from outbox.routers import Delivery
-from tests.outbox.test_consumer import Invoice, ServiceBase, invoices, order, publish
+from tests.outbox.relay_helpers import publish
+from tests.outbox.test_consumer import Invoice, ServiceBase, invoices, order
 
 
 @pytest.fixture

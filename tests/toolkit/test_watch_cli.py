@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from outbox.envelope import Envelope
-from outbox.routers import open_router
 from toolkit.cli import cli
+from tests.outbox.relay_helpers import publish
 
 RULES = """
 [[rule]]
@@ -51,12 +51,6 @@ def router(tmp_path):
     return url, rules
 
 
-def publish(url, envelopes):
-    router = open_router(url)
-    try:
-        assert all(r.ok for r in router.publish(envelopes))
-    finally:
-        router.close()
 
 
 def run(*args):
