@@ -204,3 +204,27 @@ def test_the_broker_hop_on_redis_reads_the_router_url_as_the_router_does():
     assert _on_redis(f"{url}?destination_prefix=trace_test_", "no-such-event", ["order"]) is None
     with pytest.raises(TraceError, match="unknown option"):
         _on_redis(f"{url}?max_len=10", "no-such-event", ["order"])
+
+
+def test_without_router_the_cli_reads_the_configured_router_where_it_can_look_events_up(
+    sqlite_url, router_url, tmp_path
+):
+    from click.testing import CliRunner
+
+    upgrade(standalone_config(sqlite_url))
+    engine = create_engine(sqlite_url)
+    (event_id,) = emit_orders(engine, 5)
+    relay(engine, router_url)
+    runner = CliRunner()
+
+    def steps(router):
+        result = runner.invoke(cli, ["events", "trace", event_id, "--db", sqlite_url, "--json"],
+                               env={"STRANGLER_ROUTER": router})
+        assert result.exit_code == 0, result.output
+        return [h["step"] for h in json.loads(result.output)["hops"]]
+
+    assert steps(router_url) == ["emitted", "published", "on-broker"]
+    # A configured router a trace cannot read (NATS, a folder not made yet) leaves the outbox's hops.
+    assert steps("nats://127.0.0.1:4222") == ["emitted", "published"]
+    assert steps(f"file://{tmp_path}/not-yet") == ["emitted", "published"]
+    engine.dispose()

@@ -253,7 +253,8 @@ def decrypt_command(ctx, source, key_files, keys_dir, policy, as_json):
 @click.argument("event_id")
 @click.option("--db", "db_url", help="Monolith database holding the outbox (default: db from config).")
 @click.option("--router", "router_url", default=None,
-              help="Also find the event on this router (file:// or redis://) and the groups that read it.")
+              help="Also find the event on this router (file:// or redis://) and the groups that read it "
+                   "(default: router from config, when it is one of those).")
 @click.option("--inbox-db", "inbox_urls", multiple=True,
               help="A service database with the inbox, to see who handled the event; repeatable.")
 @click.option("--destination", "destinations", multiple=True,
@@ -268,7 +269,9 @@ def trace_command(ctx, event_id, db_url, router_url, inbox_urls, destinations, a
     Reads only what strangler records (the outbox row, the broker, each
     service's inbox and dead letters): no tracing back-end needed. With a
     destination_prefix in the router URL, it reads the prefixed destinations
-    the relay published to, as the consumers do.
+    the relay published to, as the consumers do. Without --router it reads
+    the configured router when that is a redis:// router or a file:// folder
+    that exists.
     Exit code 1 if the event is found nowhere.
 
     \b
@@ -283,7 +286,7 @@ def trace_command(ctx, event_id, db_url, router_url, inbox_urls, destinations, a
         journey = trace_event(
             event_id,
             config.db or None,
-            router_url=router_url,
+            router_url=router_url or _traceable_router(config.router),
             inbox_urls=inbox_urls,
             table_name=config.outbox_table,
             destinations=destinations,
@@ -307,6 +310,26 @@ def trace_command(ctx, event_id, db_url, router_url, inbox_urls, destinations, a
             click.echo(f"  note: {note}")
     if not journey.found:
         raise Problems(f"event {event_id} was found nowhere")
+
+
+def _traceable_router(url: str) -> str | None:
+    """The configured router, if a trace can look events up on it: Redis, or a file folder that exists.
+
+    A router given with --router is always read (and an error if it cannot
+    be); the configured one is read only where that can succeed, so a trace
+    from the outbox alone still works beside a relay on NATS or RabbitMQ.
+    """
+    from outbox.routers import RouterError
+    from outbox.routers.file import folder_of
+
+    if url.startswith(("redis://", "rediss://")):
+        return url
+    if url.startswith("file://"):
+        try:
+            return url if folder_of(url).is_dir() else None
+        except RouterError:
+            return None
+    return None
 
 
 def _aggregate(value: str) -> tuple[str, str | None]:
