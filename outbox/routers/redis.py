@@ -224,6 +224,21 @@ class RedisRouter:
         return RedisSubscription(url, group, destinations, **options)
 
 
+#: Delete a group member only if it holds no pending entry: KEYS[1] stream, ARGV group, name.
+_DELETE_IF_EMPTY = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
+
+
+def _script_refused(exc: Exception) -> bool:
+    """Whether Redis refused to run a script at all (ACL, disabled command), not failed inside one."""
+    text = str(exc)
+    return "NOPERM" in text or "unknown command" in text or "no permissions" in text
+
+
 class RedisSubscription:
     """A Redis Streams consumer group member; ``ack`` is XACK."""
 
@@ -407,8 +422,9 @@ class RedisSubscription:
         ``XGROUP DELCONSUMER`` drops a consumer's pending entries with it, so
         each is looked at again right before: a member holding entries again
         (a fixed ``consumer`` name reopened, reading its own) or reading again
-        stays. A member with nothing pending deleted while alive is harmless:
-        its next read adds it again.
+        stays. The last look and the delete are one script, so no entry can
+        become pending between them. A member with nothing pending deleted
+        while alive is harmless: its next read adds it again.
         """
         after_ms = int(ADOPT_AFTER * 1000)
         live = self._live_names()
@@ -418,9 +434,23 @@ class RedisSubscription:
             try:
                 for name, pending, idle in self._members(stream):
                     if name in names and not pending and idle >= after_ms and name not in live:
-                        self.client.xgroup_delconsumer(stream, self.group, name)
+                        self._delete_if_empty(stream, name)
             except self.redis.ResponseError:
                 continue  # the stream or group went away meanwhile
+
+    def _delete_if_empty(self, stream: str, name: str) -> None:
+        """``XGROUP DELCONSUMER`` ``name`` if it holds no entry at that moment (one script: atomic).
+
+        Where scripts are refused (an ACL, a managed Redis that forbids
+        ``EVAL``) the check and the delete are two commands, a round trip apart.
+        """
+        try:
+            self.client.eval(_DELETE_IF_EMPTY, 1, stream, self.group, name)
+        except self.redis.ResponseError as exc:
+            if not _script_refused(exc):
+                raise
+            if not self.client.xpending_range(stream, self.group, "-", "+", 1, consumername=name):
+                self.client.xgroup_delconsumer(stream, self.group, name)
 
     def _claim_idle(self, max_events: int) -> list[Delivery]:
         """Take over the group's entries left unacked for ``claim_idle`` seconds (``XAUTOCLAIM``).

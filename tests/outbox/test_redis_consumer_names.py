@@ -441,6 +441,39 @@ def test_a_dead_member_holding_nothing_leaves_the_group_at_the_next_start(subscr
     assert consumers(client, stream) == {idle.consumer: 0, starting.consumer: 0}  # the live one stays
 
 
+def test_a_member_that_holds_an_entry_again_when_it_would_be_removed_keeps_it(
+    subscribe, publish, client, stream, monkeypatch
+):
+    """The last look and the delete are one step: an entry read between them is not dropped with its name."""
+    tidying = subscribe()
+    assert tidying.receive(timeout=0.05) == []
+    publish(1)
+    client.xreadgroup("g", "fixed-name", {stream: ">"})  # read just after tidying looked: it held nothing then
+    monkeypatch.setattr(tidying, "_members", lambda _stream: [("fixed-name", 0, 60_000)])
+
+    tidying._remove({stream: {"fixed-name"}})
+
+    assert consumers(client, stream)["fixed-name"] == 1
+    [pending] = client.xpending_range(stream, "g", "-", "+", 10)
+    assert client.xrange(stream, pending["message_id"], pending["message_id"])  # still there to be acked
+
+
+def test_where_scripts_are_refused_an_empty_dead_member_is_still_removed(subscribe, client, stream, monkeypatch):
+    import redis
+
+    tidying = subscribe()
+    assert tidying.receive(timeout=0.05) == []
+    client.xgroup_createconsumer(stream, "g", "killed-while-idle")
+
+    def refused(*args):
+        raise redis.exceptions.NoPermissionError("NOPERM User app has no permissions to run the 'eval' command")
+
+    monkeypatch.setattr(tidying.client, "eval", refused)
+    tidying._delete_if_empty(stream, "killed-while-idle")
+
+    assert "killed-while-idle" not in consumers(client, stream)
+
+
 def test_a_running_process_removes_a_dead_member_its_claim_drained(subscribe, publish, client, stream):
     running = subscribe("?claim_idle=0.3")
     assert running.receive(timeout=0.05) == []
