@@ -12,6 +12,19 @@ from tests.outbox.relay_helpers import free_port, wait_until
 
 
 @pytest.fixture
+def inbox_engine(sqlite_url):
+    """An engine on a fresh SQLite service database with the inbox tables, disposed afterwards."""
+    from sqlalchemy import create_engine
+
+    from outbox import inbox
+
+    inbox.upgrade(sqlite_url)
+    engine = create_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of this test's own on a spare port, appendfsync always; (url, start, kill).
 

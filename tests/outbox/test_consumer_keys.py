@@ -6,9 +6,7 @@ Started anyway, it would reject and ack its whole backlog as "not for us".
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine
 
-from outbox import inbox
 from outbox.consumer import Consumer
 from outbox.crypto import KeyFileError, new_key
 from sample_monolith.services.notifications.__main__ import main as notifications_main
@@ -32,40 +30,32 @@ def shop_keys_only(tmp_path):
     return keys
 
 
-@pytest.fixture
-def engine(sqlite_url):
-    inbox.upgrade(sqlite_url)
-    engine = create_engine(sqlite_url)
-    yield engine
-    engine.dispose()
-
-
-def test_a_reader_without_its_private_key_refuses_to_start_and_says_how_to_fix_it(engine, shop_keys_only, policy):
+def test_a_reader_without_its_private_key_refuses_to_start_and_says_how_to_fix_it(inbox_engine, shop_keys_only, policy):
     with pytest.raises(KeyFileError) as refused:
-        Consumer("billing", engine, keys_dir=str(shop_keys_only), policy=str(policy))
+        Consumer("billing", inbox_engine, keys_dir=str(shop_keys_only), policy=str(policy))
 
     message = str(refused.value)
     assert "'billing'" in message and str(shop_keys_only) in message and "shop.order.*" in message
     assert "strangler keys new billing" in message and "billing-N.private.jwk" in message
 
 
-def test_an_empty_keys_folder_is_refused_too(engine, tmp_path, policy):
+def test_an_empty_keys_folder_is_refused_too(inbox_engine, tmp_path, policy):
     empty = tmp_path / "empty"
     empty.mkdir()
 
     with pytest.raises(KeyFileError, match="strangler keys new billing"):
-        Consumer("billing", engine, keys_dir=str(empty), policy=str(policy))
+        Consumer("billing", inbox_engine, keys_dir=str(empty), policy=str(policy))
 
 
-def test_a_reader_with_its_private_key_starts(engine, shop_keys_only, policy):
+def test_a_reader_with_its_private_key_starts(inbox_engine, shop_keys_only, policy):
     new_key(shop_keys_only, "billing")
 
-    assert Consumer("billing", engine, keys_dir=str(shop_keys_only), policy=str(policy)).opener is not None
+    assert Consumer("billing", inbox_engine, keys_dir=str(shop_keys_only), policy=str(policy)).opener is not None
 
 
-def test_a_service_the_policy_gives_nothing_encrypted_to_read_needs_no_key(engine, shop_keys_only, policy):
+def test_a_service_the_policy_gives_nothing_encrypted_to_read_needs_no_key(inbox_engine, shop_keys_only, policy):
     # It may still read the plaintext types the policy allows; it can decrypt nothing, and is sent nothing encrypted.
-    assert Consumer("analytics", engine, keys_dir=str(shop_keys_only), policy=str(policy)).opener is not None
+    assert Consumer("analytics", inbox_engine, keys_dir=str(shop_keys_only), policy=str(policy)).opener is not None
 
 
 def notifications_args(tmp_path, *extra: str) -> list[str]:

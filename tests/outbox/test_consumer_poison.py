@@ -11,9 +11,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import create_engine
 
-from outbox import inbox
 from outbox.consumer import Consumer
 from outbox.routers import Delivery, Destinations, open_router, open_subscription
 from outbox.testing.conformance import make_event
@@ -118,14 +116,6 @@ def broker(request, tmp_path):
     cleanup(name, url, prefix)
 
 
-@pytest.fixture
-def service_db(sqlite_url):
-    inbox.upgrade(sqlite_url)
-    engine = create_engine(sqlite_url)
-    yield engine
-    engine.dispose()
-
-
 def orders_consumer(engine, handled: list) -> Consumer:
     consumer = Consumer("orders", engine)
     consumer.add_handler("shop.order.created", lambda event, session: handled.append(event.data["key"]))
@@ -148,35 +138,35 @@ def run(consumer: Consumer, url: str, destination: str, group: str):
 # -- the specification ----------------------------------------------------------------------------
 
 
-def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_and_the_rest_is_handled(broker, service_db):
+def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_and_the_rest_is_handled(broker, inbox_engine):
     name, url, prefix, destination, group = broker
     publish(url, prefix, "1")
     STRAY_WRITERS[name](url, destination)
     publish(url, prefix, "2")
 
     handled: list = []
-    stats = run(orders_consumer(service_db, handled), url, destination, group)
+    stats = run(orders_consumer(inbox_engine, handled), url, destination, group)
 
     assert (handled, stats.handled, stats.rejected) == (["1", "2"], 2, 1)
-    (letter,) = orders_consumer(service_db, []).dead_letters()
+    (letter,) = orders_consumer(inbox_engine, []).dead_letters()
     assert letter["reason"] == "malformed"
     assert "source" in letter["error"]  # what the message lacked
     assert b"x1" in letter["event"]  # the message as received
     assert letter["event_id"]  # where the broker held it
 
 
-def test_a_restart_after_a_malformed_message_finds_no_work(broker, service_db):
+def test_a_restart_after_a_malformed_message_finds_no_work(broker, inbox_engine):
     name, url, prefix, destination, group = broker
     STRAY_WRITERS[name](url, destination)
     publish(url, prefix, "1")
-    assert run(orders_consumer(service_db, []), url, destination, group).total() == 2
+    assert run(orders_consumer(inbox_engine, []), url, destination, group).total() == 2
 
-    again = run(orders_consumer(service_db, []), url, destination, group)
+    again = run(orders_consumer(inbox_engine, []), url, destination, group)
 
     assert again.total() == 0  # the bad message and the good one were both acked
 
 
-def test_a_garbage_line_in_the_file_router_moves_its_offset_on(tmp_path, service_db):
+def test_a_garbage_line_in_the_file_router_moves_its_offset_on(tmp_path, inbox_engine):
     url = f"file://{tmp_path}/events"
     publish(url, "", "1")
     with open(tmp_path / "events" / "order.jsonl", "ab") as handle:
@@ -184,13 +174,13 @@ def test_a_garbage_line_in_the_file_router_moves_its_offset_on(tmp_path, service
     publish(url, "", "2")
 
     handled: list = []
-    stats = run(orders_consumer(service_db, handled), url, "order", "orders")
+    stats = run(orders_consumer(inbox_engine, handled), url, "order", "orders")
 
     assert (handled, stats.rejected) == (["1", "2"], 2)
-    letters = orders_consumer(service_db, []).dead_letters()
+    letters = orders_consumer(inbox_engine, []).dead_letters()
     assert [letter["event"] for letter in letters] == [b"\x00garbage that is not JSON\n", b"[1, 2]\n"]
     assert all("order.jsonl byte " in letter["event_id"] for letter in letters)  # where each line was
-    assert run(orders_consumer(service_db, []), url, "order", "orders").total() == 0
+    assert run(orders_consumer(inbox_engine, []), url, "order", "orders").total() == 0
 
 
 def test_an_unreadable_delivery_carries_the_raw_bytes_and_the_reason_and_no_envelope():
@@ -203,10 +193,10 @@ def test_an_unreadable_delivery_carries_the_raw_bytes_and_the_reason_and_no_enve
     assert acked == [True]
 
 
-def test_a_malformed_message_over_the_size_cap_keeps_its_first_megabyte(service_db):
+def test_a_malformed_message_over_the_size_cap_keeps_its_first_megabyte(inbox_engine):
     from outbox.consumer import MAX_MALFORMED_BYTES
 
-    consumer = orders_consumer(service_db, [])
+    consumer = orders_consumer(inbox_engine, [])
     huge = b"x" * (MAX_MALFORMED_BYTES + 10)
     delivery = Delivery.unreadable(huge, "not a CloudEvent", "order", location="order.jsonl byte 0", ack=None)
 
