@@ -15,6 +15,7 @@ import difflib
 import fnmatch
 import io
 import os
+import stat
 import subprocess
 import tempfile
 import tokenize
@@ -58,8 +59,13 @@ class Options:
 
 
 def discover(paths: Sequence[str | Path], exclude: Sequence[str] = ()) -> list[Path]:
-    """Python files under ``paths`` (files given directly are kept), minus ``exclude`` globs, sorted."""
-    out: list[Path] = []
+    """Python files under ``paths`` (files given directly are kept), minus ``exclude`` globs, sorted.
+
+    A file reached twice (given twice, or through a symbolic link and its
+    target) is kept once, under the first name reached, so a rewrite never
+    edits one file twice.
+    """
+    out: dict[Path, Path] = {}
     for given in paths:
         path = Path(given)
         if path.is_file():
@@ -70,8 +76,8 @@ def discover(paths: Sequence[str | Path], exclude: Sequence[str] = ()) -> list[P
             text = candidate.as_posix()
             if any(fnmatch.fnmatch(text, pattern) or fnmatch.fnmatch(candidate.name, pattern) for pattern in exclude):
                 continue
-            out.append(candidate)
-    return sorted(set(out))
+            out.setdefault(candidate.resolve(), candidate)
+    return sorted(out.values())
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -104,6 +110,37 @@ def _facts(path: Path) -> index_mod.ModuleFacts | None:
     except OSError:
         return None
     return None if text is None else index_mod.facts_of(text, path)
+
+
+def index_scope(files: Sequence[Path]) -> list[Path]:
+    """The files the index reads for ``files``: them, and the rest of the code their imports can name.
+
+    For a file in a package that is its whole top-level package; for a
+    module outside any package, the modules beside it. Scanning one file or
+    one subfolder (a pre-commit hook on changed files, a migration module by
+    module) then resolves the session factory, the models and the helpers
+    that live elsewhere in the package, as a scan of the whole tree does;
+    without them a write through ``SessionLocal`` imported from ``db.py``
+    would go unseen.
+    """
+    given = {f.resolve() for f in files}
+    roots: set[tuple[Path, bool]] = set()
+    for path in files:
+        folder = path.absolute().parent
+        if not (folder / "__init__.py").is_file():
+            roots.add((folder, False))
+            continue
+        while (folder.parent / "__init__.py").is_file() and folder.parent != folder:
+            folder = folder.parent
+        roots.add((folder, True))
+    extra: dict[Path, Path] = {}
+    for folder, recursive in sorted(roots):
+        candidates = _walk(folder) if recursive else (p for p in sorted(folder.glob("*.py")) if p.is_file())
+        for candidate in candidates:
+            real = candidate.resolve()
+            if real not in given:
+                extra.setdefault(real, candidate)
+    return [*files, *sorted(extra.values())]
 
 
 def build_index(files: Sequence[Path], jobs: int = 1) -> index_mod.Index:
@@ -186,12 +223,32 @@ def process_file(path: Path, index: index_mod.Index, options: Options) -> FileRe
     result.changed = True
     result.hooks = len(hooks)
     if options.write:
-        write_atomically(path, new_text, encoding)
+        if not _writable(path):
+            return dataclasses.replace(
+                result, status="skipped", line=1, changed=False, hooks=0,
+                reason="read-only: left as it was; make it writable (chmod u+w) to rewrite it",
+            )
+        try:
+            write_atomically(path, new_text, encoding)
+        except OSError as exc:
+            return dataclasses.replace(
+                result, status="skipped", line=1, changed=False, hooks=0,
+                reason=f"cannot write: {exc.strerror or exc}; the file is as it was",
+            )
     else:
         result.diff = "".join(
             difflib.unified_diff(text.splitlines(True), new_text.splitlines(True), f"a/{shown}", f"b/{shown}")
         )
     return result
+
+
+def _writable(path: Path) -> bool:
+    """Whether the file may be rewritten: writable by this user, and not marked read-only by its owner.
+
+    The owner's write bit counts even for root, who may write anything: a
+    file checked in read-only (Perforce, a vendored copy) is left alone.
+    """
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & stat.S_IWUSR)
 
 
 def _display(path: Path, root: str) -> str:
@@ -202,16 +259,28 @@ def _display(path: Path, root: str) -> str:
 
 
 def write_atomically(path: Path, text: str, encoding: str) -> None:
-    """Replace ``path`` with ``text`` via a temporary file in the same folder and ``os.replace``."""
+    """Replace ``path`` with ``text`` via a temporary file in the same folder and ``os.replace``.
+
+    The new file keeps the old one's mode and, where this process may set
+    them, its owner and group (a rewrite run with sudo, or in a container on a
+    bind mount, would otherwise hand the file to root). A symbolic link stays
+    a link: its target is what is replaced.
+    """
+    path = path.resolve()
     data = text.encode(encoding)
-    mode = path.stat().st_mode
+    old = path.stat()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".strangler", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode & 0o7777)
+        if (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
+            try:
+                os.chown(tmp, old.st_uid, old.st_gid)
+            except PermissionError:
+                pass  # only root may give a file away: it becomes this user's, as any editor's save would
+        os.chmod(tmp, old.st_mode & 0o7777)  # after chown, which may clear set-id bits
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -236,8 +305,8 @@ def _map(func: Callable, items: Sequence, jobs: int, initargs: tuple | None) -> 
 
 def run(files: Sequence[Path], options: Options, jobs: int = 1,
         progress: Callable[[int, int], None] | None = None) -> Iterator[FileResult]:
-    """Index ``files``, then scan or rewrite each; yields one result per file, in order."""
-    index = build_index(files, jobs)
+    """Index ``files`` (and the rest of their packages), then scan or rewrite each; one result per file, in order."""
+    index = build_index(index_scope(files), jobs)
     for done, result in enumerate(_map(_process, files, jobs, (index, options)), 1):
         if progress is not None:
             progress(done, len(files))
