@@ -95,10 +95,12 @@ def read_source(path: Path) -> tuple[str | None, str, int, str]:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
         return data.decode(encoding), encoding, 0, ""
     except (SyntaxError, LookupError) as exc:
-        return None, "", 1, f"bad encoding declaration: {exc}"
+        return None, "", 1, (f"bad encoding declaration: {exc}; name a codec Python knows in the "
+                             "'# -*- coding: ... -*-' line, or save the file as UTF-8 and drop the line")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        return None, "", line, f"not valid {exc.encoding}: {exc.reason}"
+        return None, "", line, (f"not valid {exc.encoding}: {exc.reason}; save the file as {exc.encoding}, or "
+                                "declare the encoding it is in on its first line ('# -*- coding: latin-1 -*-')")
 
 
 # -- the index pass ------------------------------------------------------------------------------

@@ -107,3 +107,17 @@ def test_a_scan_of_one_file_reads_the_rest_of_its_package_for_names(tmp_path):
     [site] = alone["sites"]  # only the file given is reported on: its siblings were read, not scanned
     assert (site["path"], site["kind"], site["event_type"]) == ("orders.py", "session-add", "app.order.created")
     assert site["action"] == "rewrite"
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"# -*- coding: klingon -*-\nx = 1\n", "code.py:1: bad encoding declaration"),
+    (b"x = 1\ny = '\xe9t\xe9'\n", "code.py:2: not valid utf-8"),
+])
+def test_a_file_in_an_unreadable_encoding_is_skipped_with_its_line_and_what_to_do(tmp_path, content, expected):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": ""})
+    (tmp_path / "app/code.py").write_bytes(content)
+
+    result = invoke("scan", str(tmp_path))
+
+    assert expected in result.output
+    assert "# -*- coding:" in result.output and "save the file as" in result.output

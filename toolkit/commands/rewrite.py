@@ -84,7 +84,8 @@ def command(ctx: click.Context, paths: tuple[str, ...], diff: bool, write: bool,
     click.echo(f"{verb} {len(changed)} files; {counts['sites']} sites, {len(decide)} need a decision, "
                f"{len(skipped)} files skipped", err=True)
     if decide or skipped:
-        raise Problems(f"{len(decide)} sites need a decision, {len(skipped)} files skipped")
+        raise Problems(f"{len(decide)} site{'s need' if len(decide) != 1 else ' needs'} a decision, "
+                       f"{len(skipped)} file{'s' * (len(skipped) != 1)} skipped")
 
 
 def _writes(*, diff: bool, write: bool) -> bool:

@@ -51,5 +51,6 @@ def command(ctx: click.Context, paths: tuple[str, ...], fmt: str, as_json: bool,
     open_sites = sum(1 for r in results for s in r.sites if s.action in ("rewrite", "decide"))
     skipped = sum(1 for r in results if r.status == "skipped")
     if open_sites or skipped:
-        raise Problems(f"{open_sites} state changes without an emit, {skipped} files skipped")
+        raise Problems(f"{open_sites} state change{'s' * (open_sites != 1)} without an emit, "
+                       f"{skipped} file{'s' * (skipped != 1)} skipped")
 
