@@ -14,6 +14,7 @@ it, the ``Edit`` that inserts its ``emit``.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import fnmatch
 from typing import Iterable, Iterator, Sequence
@@ -21,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import libcst as cst
 
 from . import naming, sql
-from .index import IGNORE_MARK, Index, snake_case
+from .index import IGNORE_MARK, UNREADABLE_ANNOTATION, Index, annotation_text, snake_case
 from .positions import start_positions
 from .values import (
     ASYNC_SESSION,
@@ -167,38 +168,70 @@ def _child_fields(tp: type) -> tuple[str, ...]:
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
 
-def _calls_in(node: cst.CSTNode, repeated: set[cst.Call] | None = None) -> list[cst.Call]:
-    """Calls inside an expression or simple statement, outermost first, not inside lambdas.
+def _calls_in(node: cst.CSTNode, repeated: dict[cst.CSTNode, str] | None = None) -> list[cst.CSTNode]:
+    """Calls inside an expression or simple statement, outermost first.
 
-    Calls inside a comprehension or generator expression, which may run any
-    number of times, are also added to ``repeated`` when it is given.
+    Each call that may run any number of times, or not at all, where the
+    statement stands is also put in ``repeated`` (when given) with why, since
+    one emit after the line could not follow it: ``comprehension`` (a
+    comprehension's body), ``conditional`` (an arm of ``a if c else b``, the
+    right of ``and``/``or``), ``lambda`` (runs when called, if ever). With
+    ``repeated`` given, a session write method named but not called
+    (``map(s.delete, objs)``) is returned as its ``Attribute``, put there as
+    ``reference``: a write that runs wherever the function is called.
     """
-    out: list[cst.Call] = []
-    stack: list[tuple[cst.CSTNode, bool]] = [(node, False)]
+    out: list[cst.CSTNode] = []
+    stack: list[tuple[cst.CSTNode, str]] = [(node, "")]
     while stack:
-        current, inside = stack.pop()
+        current, why = stack.pop()
         tp = type(current)
         if tp is cst.Lambda:
+            if repeated is None:
+                continue
+            stack.append((current.body, why or "lambda"))
             continue
         if tp is cst.Call:
             out.append(current)
-            if inside and repeated is not None:
-                repeated.add(current)
+            if why and repeated is not None:
+                repeated[current] = why
+            if repeated is not None and type(current.func) is cst.Attribute:
+                # The method itself is called, not named: look past it to its receiver and the arguments.
+                stack.extend((arg.value, why) for arg in reversed(current.args))
+                stack.append((current.func.value, why))
+                continue
+        if tp is cst.Attribute and repeated is not None and current.attr.value in _WRITE_REFERENCES:
+            out.append(current)
+            repeated[current] = why or "reference"
         if tp in _COMPREHENSIONS:
             # The first iterable is evaluated once, where the comprehension stands; the rest once per element.
             first = current.for_in
             parts = [first.target, *first.ifs, first.inner_for_in]
             parts += [current.key, current.value] if tp is cst.DictComp else [current.elt]
-            stack.extend((part, True) for part in parts if part is not None)
-            stack.append((first.iter, inside))
+            stack.extend((part, why or "comprehension") for part in parts if part is not None)
+            stack.append((first.iter, why))
+            continue
+        if tp is cst.IfExp:
+            # The test always runs; one arm or the other.
+            stack.extend([(current.orelse, why or "conditional"), (current.body, why or "conditional")])
+            stack.append((current.test, why))
+            continue
+        if tp is cst.BooleanOperation:
+            # `a and b`, `a or b`: the right runs only for some values of the left.
+            stack.append((current.right, why or "conditional"))
+            stack.append((current.left, why))
             continue
         for name in _child_fields(tp):
             value = getattr(current, name)
             if isinstance(value, cst.CSTNode):
-                stack.append((value, inside))
+                stack.append((value, why))
             elif type(value) in (list, tuple):
-                stack.extend((child, inside) for child in reversed(value))
+                stack.extend((child, why) for child in reversed(value))
     return out
+
+
+# Session write methods that, named without a call (`map(s.delete, objs)`), hand the write to someone else.
+_WRITE_REFERENCES = {"add", "add_all", "delete", "merge", "bulk_save_objects", "bulk_insert_mappings",
+                     "bulk_update_mappings"}
 
 
 _EMPTY = cst.Module(body=[])
@@ -353,6 +386,10 @@ class Detector:
                 value = self.value_of(item.item, scope)
                 if self._is_begin(item.item, scope):
                     begins = True
+                entered = self._entered(item.item, scope)
+                if entered is not None:
+                    value, commits = entered
+                    begins = begins or commits
                 if item.asname is not None and isinstance(item.asname.name, cst.Name):
                     scope.env[item.asname.name.value] = value
                 if value is not None and value.kind == "dbapi_conn" and item.asname is None:
@@ -509,10 +546,29 @@ class Detector:
     def _calls(self, node: cst.CSTNode, stmt: cst.CSTNode, scope: _Scope, ignored: bool, in_begin: bool, header: bool,
                loop: str = ""):
         """Find the calls in ``node``; ``loop`` names the loop whose header it is, if it runs repeatedly."""
-        repeated: set[cst.Call] = set()
+        repeated: dict[cst.CSTNode, str] = {}
         for call in _calls_in(node, repeated):
-            self._call(call, stmt, scope, ignored, in_begin, header, node,
-                       loop or ("comprehension" if call in repeated else ""))
+            if isinstance(call, cst.Attribute):
+                self._reference(call, stmt, scope, ignored, in_begin, header, node)
+                continue
+            self._call(call, stmt, scope, ignored, in_begin, header, node, loop or repeated.get(call, ""))
+
+    def _reference(self, node: cst.Attribute, stmt, scope: _Scope, ignored: bool, in_begin: bool, header: bool,
+                   small) -> None:
+        """``map(session.delete, objs)``, ``callback=session.add``: a session write handed to other code.
+
+        It runs wherever and however often that code calls it, so no emit here can
+        follow it; reported so that a person writes the loop out.
+        """
+        method = node.attr.value
+        receiver = self.value_of(node.value, scope)
+        if receiver is None or receiver.kind != "session":
+            return
+        kind = SESSION_WRITES.get(method, "session-bulk")
+        self._site(scope, kind, node, stmt, verb="deleted" if method == "delete" else "saved", cls=None,
+                   target=_emit_target(code_of(node.value), receiver), entity_node=None,
+                   confidence="medium" if receiver.flag else "high", ignored=ignored, in_begin=in_begin,
+                   header=header, small=small, repeated="reference")
 
     def _call(self, call: cst.Call, stmt, scope: _Scope, ignored: bool, in_begin: bool, header: bool, small,
               repeated: str = ""):
@@ -632,9 +688,11 @@ class Detector:
                         entity_node = merged
                     else:
                         name = code_of(entity_node) if isinstance(entity_node, cst.Name) else "merged"
+                        # The call as the code must write it: an AsyncSession's merge is awaited, on itself.
+                        merge = f"{'await ' if receiver.origin == 'async' else ''}{code_of(recv_node)}.merge"
                         extra["decide"] = (
                             "merge writes a copy and returns it, and its result is not assigned: assign it "
-                            f"(`{name} = {target}.merge({code_of(entity_node)})`) and use that copy, so the "
+                            f"(`{name} = {merge}({code_of(entity_node)})`) and use that copy, so the "
                             "emit can name the object merge wrote"
                         )
                         # No emit of the object passed in covers it (an earlier rewrite inserted those).
@@ -649,6 +707,8 @@ class Detector:
                     cls = first.cls
                 rows = args[1].value if method != "bulk_save_objects" and len(args) > 1 else args[0].value
                 verb = {"bulk_insert_mappings": "created", "bulk_update_mappings": "updated"}.get(method, "saved")
+                if method == "bulk_save_objects":
+                    cls, verb = self._bulk_saved(first)
                 data = self._plain(rows, "rows") if method != "bulk_save_objects" else None
                 if method == "bulk_save_objects" and isinstance(rows, cst.Name):
                     data = f'{{"count": len({rows.value})}}'
@@ -749,6 +809,19 @@ class Detector:
                            entity_node=recv_node, confidence="medium",
                            decide=f"{method}() is defined outside the scanned tree and may commit: "
                            "the emit cannot be placed inside its transaction", **common)
+
+    @staticmethod
+    def _bulk_saved(objects: Value | None) -> tuple[str | None, str]:
+        """The class and verb of ``bulk_save_objects(objects)``: a list of new objects is INSERTed, loaded ones UPDATEd.
+
+        The list is read as ``add_all``'s is (``[Product(...) for n in names]``). One
+        call is one change (docs/codemods.md), so it gets one event for the aggregate
+        type, with no entity and no key: a bulk save fills in no primary keys (unless
+        ``return_defaults=True``) and leaves the objects outside the session.
+        """
+        if objects is None or objects.kind != "entities":
+            return None, "saved"
+        return objects.cls, {"new": "created", "loaded": "updated"}.get(objects.origin or "", "saved")
 
     def _built(self, node: cst.CSTNode, entity: Value | None, scope: _Scope) -> str | None:
         """Code of the class when ``node`` builds a new object of a mapped class (``StockLevel(...)``).
@@ -929,6 +1002,31 @@ class Detector:
                 return name
         return None
 
+    def _entered(self, node: cst.CSTNode, scope: _Scope) -> tuple[Value, bool] | None:
+        """What ``with node as x`` binds when ``node`` calls a ``@contextmanager`` of the tree, and whether it commits.
+
+        ``with session_scope() as s:`` holds the session the generator yields; one
+        that commits it after the ``yield`` commits what the block wrote, like ``session.begin()``.
+        """
+        if not isinstance(node, cst.Call):
+            return None
+        qualname = None
+        if isinstance(node.func, cst.Attribute):
+            # `with self.session_scope() as s:`: a method of the instance's class.
+            owner = self.value_of(node.func.value, scope)
+            if owner is not None and owner.kind in ("instance", "entity", "class") and owner.cls:
+                qualname = self.index.find_method(owner.cls, node.func.attr.value)
+        if qualname is None:
+            callee = self.value_of(node.func, scope)
+            if callee is None or callee.kind not in ("function", "method") or not callee.attr:
+                return None
+            qualname = callee.attr
+        value = self.index.entered_value(qualname)
+        if value is None:
+            return None
+        fn = self.index.function(qualname)
+        return value, value.kind == "session" and fn is not None and fn.commits_yielded
+
     def _is_begin(self, node: cst.CSTNode, scope: _Scope) -> bool:
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
             if node.func.attr.value in ("begin", "begin_nested"):
@@ -1021,6 +1119,10 @@ class Detector:
             if kind == "session_factory" and method == "begin":
                 return ASYNC_SESSION if receiver.origin == "async" else SESSION
             if kind in ("query", "result"):
+                if kind == "query" and method in ("where", "filter", "filter_by") and receiver.cls:
+                    # `Order.query.filter_by(id=oid)`: the key the docs promise for `query-bulk` events.
+                    key = self._pinned_key(args, receiver.cls, scope)
+                    return dataclasses.replace(receiver, key=key) if key is not None else receiver
                 if method in (QUERY_CHAIN if kind == "query" else ("scalars", "unique")):
                     return receiver
                 if receiver.cls and method in QUERY_ONE:
@@ -1049,7 +1151,7 @@ class Detector:
                 if method == "raw_connection":
                     return Value("dbapi_conn")
                 return None
-            if kind in ("stmt", "query") and method in ("where", "filter", "filter_by") and receiver.cls:
+            if kind == "stmt" and method in ("where", "filter", "filter_by") and receiver.cls:
                 key = self._pinned_key(args, receiver.cls, scope)
                 if key is not None:
                     return dataclasses.replace(receiver, key=key)
@@ -1238,10 +1340,7 @@ class Detector:
                 "break`)"
             )
         elif info.get("repeated"):
-            action, reason = "decide", (
-                "the write is inside a comprehension or generator: one emit after the line cannot follow each "
-                "write (write it as a for loop)"
-            )
+            action, reason = "decide", _REPEATED_REASONS[info["repeated"]]
         else:
             action, reason = self._decision(kind, info, aggregate, dynamic)
         edit = None
@@ -1356,22 +1455,32 @@ class Detector:
         return False
 
 
-def _annotation_name(node: cst.BaseExpression) -> str | None:
-    """``Session``, ``orm.Session``, ``Optional[Session]`` → the dotted name of the type, else None."""
-    if isinstance(node, cst.Subscript) and node.slice:
-        first = node.slice[0].slice
-        node = first.value if isinstance(first, cst.Index) else node.value
-    if isinstance(node, cst.SimpleString):
-        text = node.evaluated_value
-        return text if isinstance(text, str) and text.replace(".", "").isidentifier() else None
-    parts = []
-    while isinstance(node, cst.Attribute):
-        parts.append(node.attr.value)
-        node = node.value
-    if not isinstance(node, cst.Name):
-        return None
-    parts.append(node.value)
-    return ".".join(reversed(parts))
+_REPEATED_REASONS = {
+    "comprehension": "the write is inside a comprehension or generator: one emit after the line cannot follow "
+                     "each write (write it as a for loop)",
+    "conditional": "the write runs only if a condition holds (`a if c else b`, `and`, `or`): an emit after the "
+                   "line would run either way (write it as an `if` statement with the emit in its branch)",
+    "lambda": "the write is inside a lambda, which runs when it is called, if ever: no emit here can follow it "
+              "(write a def and emit after the write in it)",
+    "reference": "the session's write method is passed as a function (`map(s.delete, objs)`, a callback): it "
+                 "runs wherever and however often it is called, so no emit here can follow it (write a for loop)",
+}
+
+
+def _annotation_name(node: cst.BaseExpression) -> str:
+    """``Session``, ``orm.Session``, ``Optional[Session]``, ``Session | None`` → the dotted name of the type.
+
+    Read the index's way (``annotation_text``), so a parameter is typed alike in
+    both passes; an annotation that names no single type is ``UNREADABLE_ANNOTATION``,
+    never None, because an annotated parameter is not typed by its name.
+    """
+    if isinstance(node, (cst.Name, cst.Attribute)) and _is_reference(node):
+        return code_of(node)
+    try:
+        tree = ast.parse(code_of(node).strip(), mode="eval")
+    except SyntaxError:
+        return UNREADABLE_ANNOTATION
+    return annotation_text(tree.body) or UNREADABLE_ANNOTATION
 
 
 def _constant_kwargs(args: Sequence[cst.Arg]) -> dict:
@@ -1399,10 +1508,16 @@ def _autocommit(args: Sequence[cst.Arg]) -> bool:
 
 
 def _assigned_name(small: cst.CSTNode | None, call: cst.Call) -> cst.Name | None:
-    """The name ``call``'s result is bound to when ``small`` is ``name = call`` (or ``name: T = call``)."""
-    if isinstance(small, cst.Assign) and small.value is call and len(small.targets) == 1:
+    """The name ``call``'s result is bound to when ``small`` is ``name = call`` (or ``name: T = call``).
+
+    An awaited call (``m = await s.merge(o)``, an AsyncSession) binds its result the same way.
+    """
+    value = getattr(small, "value", None)
+    if isinstance(value, cst.Await):
+        value = value.expression
+    if isinstance(small, cst.Assign) and value is call and len(small.targets) == 1:
         target = small.targets[0].target
-    elif isinstance(small, cst.AnnAssign) and small.value is call:
+    elif isinstance(small, cst.AnnAssign) and value is call:
         target = small.target
     else:
         return None

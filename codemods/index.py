@@ -30,6 +30,7 @@ IGNORE_MARK = "strangler: ignore"
 WRITE_METHODS = {"add": "saved", "add_all": "saved", "delete": "deleted", "merge": "saved"}
 COMMIT_METHODS = {"commit"}
 LOADERS = ("get", "find", "fetch", "load", "lookup", "by_")
+CONTEXT_MANAGERS = {"contextlib.contextmanager", "contextlib.asynccontextmanager"}
 
 # A raw, unresolved description of an assigned expression:
 #   ("dotted", "db.session") | ("call", "sessionmaker", {"autocommit": True}) | ("str", "...")
@@ -51,6 +52,9 @@ class FuncFacts:
     returns: Raw | None
     decorator: str  # "", "classmethod", "staticmethod", "property"
     ignored: bool
+    decorators: list[str] = dataclasses.field(default_factory=list)  # every decorator, as dotted text
+    yields: Raw | None = None  # what the first `yield` of a generator yields (a @contextmanager's `as` value)
+    commits_yielded: bool = False  # it commits what it yields (`yield s` then `s.commit()`)
 
 
 @dataclasses.dataclass
@@ -111,6 +115,42 @@ def dotted(node: ast.AST | None) -> str | None:
     return None
 
 
+# What a parameter's annotation is recorded as when it names no type this pass can read (`Callable[...]`,
+# `dict[str, Any]`): still an annotation, so the parameter's name says nothing about what it holds.
+UNREADABLE_ANNOTATION = "<annotation>"
+_WRAPPING_TYPES = {"Optional", "Union", "Annotated"}
+
+
+def annotation_text(node: ast.AST | None) -> str | None:
+    """The dotted type an annotation names: ``Session`` for ``Optional[Session]``, ``Session | None``,
+    ``Union[Session, None]``, ``Annotated[Session, Depends(get_db)]`` or ``"Session"``.
+
+    None when there is no annotation; ``UNREADABLE_ANNOTATION`` when it names
+    no single type, since an annotated parameter must not be typed by its name.
+    """
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            return annotation_text(ast.parse(node.value.strip(), mode="eval").body)
+        except SyntaxError:
+            return UNREADABLE_ANNOTATION
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _first_type([node.left, node.right])
+    if isinstance(node, ast.Subscript) and (dotted(node.value) or "").rpartition(".")[2] in _WRAPPING_TYPES:
+        inner = node.slice
+        return _first_type(list(inner.elts) if isinstance(inner, ast.Tuple) else [inner])
+    return dotted(node) or UNREADABLE_ANNOTATION
+
+
+def _first_type(nodes: list[ast.AST]) -> str:
+    """The first of ``nodes`` that is not ``None``, as ``annotation_text`` reads it."""
+    for node in nodes:
+        if not (isinstance(node, ast.Constant) and node.value is None):
+            return annotation_text(node) or UNREADABLE_ANNOTATION
+    return UNREADABLE_ANNOTATION
+
+
 def _raw(node: ast.AST | None) -> Raw | None:
     if isinstance(node, ast.Call):
         callee = dotted(node.func)
@@ -158,15 +198,26 @@ class _FactsVisitor:
         annotations = {
             a.arg: text
             for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)
-            if (text := dotted(a.annotation)) is not None
+            if (text := annotation_text(a.annotation)) is not None
         }
         writes: list[tuple[str, str, str]] = []
         commits: list[str] = []
         self_calls: list[str] = []
         own = {"self", "cls"}
         returns: Raw | None = None
+        yields: Raw | None = None
+        yielded: str | None = None
         assigned: dict[str, Raw] = {}
         for sub in _walk_body(node):
+            if isinstance(sub, (ast.With, ast.AsyncWith)):
+                for item in sub.items:  # `with SessionLocal() as s: yield s`
+                    if isinstance(item.optional_vars, ast.Name) and (raw := _raw(item.context_expr)) is not None:
+                        assigned.setdefault(item.optional_vars.id, raw)
+            if isinstance(sub, ast.Yield) and sub.value is not None and yields is None:
+                yielded = dotted(sub.value)
+                yields = _raw(sub.value)
+                if yields is not None and yields[0] == "dotted" and yields[1] in assigned:
+                    yields = assigned[yields[1]]  # `s = SessionLocal(); yield s`
             if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name):
                 raw = _raw(sub.value)
                 if raw is not None:
@@ -201,6 +252,9 @@ class _FactsVisitor:
             returns=returns,
             decorator=_decorator(node),
             ignored=self._ignored(node),
+            decorators=[name for name in map(dotted, node.decorator_list) if name],
+            yields=yields,
+            commits_yielded=yielded is not None and yielded in commits,
         )
 
     def klass(self, node: ast.ClassDef) -> ClassFacts:
@@ -246,7 +300,7 @@ class _FactsVisitor:
                         elif (raw := _raw(value)) is not None:
                             facts.attrs.setdefault(name, raw)
                     elif isinstance(stmt, ast.AnnAssign) and value is None and stmt.annotation is not None:
-                        text = dotted(stmt.annotation)
+                        text = annotation_text(stmt.annotation)
                         if text:
                             facts.attrs.setdefault(name, ("param", text, name))
             elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -272,7 +326,7 @@ class _FactsVisitor:
                         raw: Raw | None = ("param", fn.annotations.get(value.id), value.id)
                     else:
                         raw = _raw(value)
-                    if isinstance(sub, ast.AnnAssign) and (text := dotted(sub.annotation)):
+                    if isinstance(sub, ast.AnnAssign) and (text := annotation_text(sub.annotation)):
                         raw = ("param", text, target.attr)
                     if raw is not None:
                         facts.attrs[target.attr] = raw
@@ -436,8 +490,11 @@ class Index:
             annotation, name = raw[1], raw[2]
             if annotation:
                 value = self.annotation_value(module, annotation)
-                if value is not None:
-                    return value
+                if value is None and name in SESSION_NAMES:
+                    # `session: requests.Session`, `session: aiohttp.ClientSession`: the annotation says what it
+                    # is, and it is none of ours; the name is evidence only when nothing else is said.
+                    return OTHER
+                return value
             if name in SESSION_NAMES:
                 return WEAK_SESSION
             return None
@@ -452,6 +509,9 @@ class Index:
             return None
         if value.kind == "external":
             return ANNOTATIONS.get(value.origin or "")
+        if value.kind in ("session", "session_factory"):
+            # `Session = scoped_session(...)` or `sessionmaker(...)` in the app, used as the annotation.
+            return ASYNC_SESSION if value.origin == "async" else SESSION
         if value.kind == "class":
             if self.is_mapped(value.cls or ""):
                 return Value("entity", cls=value.cls, origin="param")
@@ -754,6 +814,30 @@ class Index:
             else:
                 env[param] = self.raw_value(module, ("param", fn.annotations.get(param), param), {})
         return env
+
+    def entered_value(self, qualname: str) -> Value | None:
+        """What ``with f() as x`` binds to ``x`` when ``f`` is a ``@contextmanager`` (or async) generator: what it yields.
+
+        ``@contextmanager def session_scope(): s = SessionLocal(); yield s; s.commit()``
+        is how many apps hand out a session; without this its ``with`` target would be unknown.
+        Whether it commits what it yields is ``FuncFacts.commits_yielded``.
+        """
+        fn = self.function(qualname)
+        if fn is None or fn.yields is None:
+            return None
+        module, owner, env = self._function_context(qualname, fn)
+        decorators = [self.dotted_value(module, name, {}) for name in fn.decorators]
+        if not any(d is not None and d.kind == "external" and d.origin in CONTEXT_MANAGERS for d in decorators):
+            return None
+        return self.raw_value(module, fn.yields, env)
+
+    def _function_context(self, qualname: str, fn: FuncFacts) -> tuple[str, str | None, dict[str, Value | None]]:
+        """The module, the owning class (for a method) and the resolved parameters of the function ``qualname``."""
+        module = qualname.rpartition(".")[0]
+        owner = module if self.klass(module) else None
+        if owner:
+            module = owner.rpartition(".")[0]
+        return module, owner, self.function_env(module, owner, fn)
 
     def commits_inside(self, qualname: str) -> bool:
         """True when the function commits a session (a helper such as ``def commit(): db.session.commit()``)."""
