@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -86,8 +87,12 @@ class ModuleFacts:
 
 
 def module_name(path: Path) -> tuple[str, bool]:
-    """Return (dotted module name, is a package) of ``path``, from the enclosing packages' names."""
-    path = path.resolve()
+    """Return (dotted module name, is a package) of ``path``, from the enclosing packages' names.
+
+    The name comes from where the file is found, not where a symbolic link
+    leads: Python imports a linked module by the link's place in the package.
+    """
+    path = Path(os.path.abspath(path))
     is_package = path.name == "__init__.py"
     parts = [] if is_package else [path.stem]
     folder = path.parent

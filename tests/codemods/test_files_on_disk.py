@@ -121,3 +121,18 @@ def test_a_file_in_an_unreadable_encoding_is_skipped_with_its_line_and_what_to_d
 
     assert expected in result.output
     assert "# -*- coding:" in result.output and "save the file as" in result.output
+
+
+def test_a_module_linked_into_the_package_resolves_its_imports_where_the_link_is(tmp_path):
+    """Python imports a linked module by the link's place: `from .models import Order` names shop.models."""
+    write_tree(tmp_path, {"shop/models.py": MODELS})
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared/orders.py").write_text(
+        "from .models import db, Order\n\n\ndef place():\n    db.session.add(Order())\n    db.session.commit()\n"
+    )
+    (tmp_path / "shop/orders.py").symlink_to("../shared/orders.py")
+
+    doc = json.loads(invoke("scan", str(tmp_path / "shop"), "--format", "json").stdout)
+
+    [site] = [s for s in doc["sites"] if s["path"].endswith("orders.py")]
+    assert (site["event_type"], site["action"]) == ("app.order.created", "rewrite")
