@@ -125,10 +125,15 @@ class RedisReader:
         destinations: Sequence[str],
         producer_kid_of: KidOf | None,
     ):
+        from ..routers import split_destination_prefix
         from ..routers.redis import _client
 
         if not destinations:
             raise ValueError("name at least one destination (stream) to watch")
+        # The streams the relay published to: a destination_prefix in the URL goes before each
+        # name, as open_subscription does for the services' consumers.
+        router_url, prefix = split_destination_prefix(router_url)
+        destinations = [prefix + d for d in destinations]
         self.redis, self.client = _client(router_url, {})
         self.group = group
         self.kid_of = producer_kid_of

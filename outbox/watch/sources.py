@@ -31,7 +31,16 @@ class SourceError(Exception):
 def group_lister(
     router_url: str, destinations: Sequence[str]
 ) -> Callable[[], Mapping[str, list[str]]] | None:
-    """Return a function listing the consumer groups of ``destinations``, or None if the router cannot tell."""
+    """Return a function listing the consumer groups of ``destinations``, or None if the router cannot tell.
+
+    A ``destination_prefix`` in the URL goes before each destination, as the
+    relay publishes and the services read; the listing names them so, like
+    the deliveries the watch observes.
+    """
+    from ..routers import split_destination_prefix
+
+    router_url, prefix = split_destination_prefix(router_url)
+    destinations = [prefix + d for d in destinations]
     scheme = router_url.split("://", 1)[0]
     if scheme == "file":
         return _file_groups(router_url, list(destinations))
@@ -130,8 +139,9 @@ class OutboxLedger:
         self.engine = create_engine(db) if isinstance(db, str) else db
         self._own = isinstance(db, str)
         self.table = get_outbox_table(table_name)
-        self.destinations = set(destinations)
         self.routing = routing or Destinations()
+        #: The watched destinations as the broker names them (with the routing's prefix).
+        self.destinations = {self.routing.prefix + d for d in destinations}
 
     def _destination(self, aggregatetype: str, event_type: str) -> str:
         for pattern, name in self.routing.by_type.items():

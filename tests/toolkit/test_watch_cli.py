@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -261,3 +262,69 @@ def test_with_a_readers_key_the_watch_sees_which_producer_key_signed(tmp_path):
     (alert,) = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert alert["alert"] == "shop-signs" and alert["producer_kid"] == "rogue-1"
     assert alert["evidence"] == [forged.id]
+
+
+@pytest.mark.parametrize("broker", ["file", "redis"])
+def test_a_destination_prefix_in_the_router_url_is_read_as_the_relay_published_it(router, broker, tmp_path):
+    import uuid
+
+    from outbox.testing.services import require_module, service_url
+
+    _, rules = router
+    prefix = f"w{uuid.uuid4().hex[:8]}_"
+    if broker == "redis":
+        require_module("redis", "redis")
+        url = f"{service_url('redis')}?destination_prefix={prefix}"
+    else:
+        url = f"file://{tmp_path}/prefixed?destination_prefix={prefix}"
+    publish(url, [envelope(1, "shop.customer.registered"), envelope(2, "shop.customer.registered")])
+    try:
+        result = run("--router", url, "--rules", str(rules), "--destination", "customer", "--once", "--json")
+
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["observed"] == 2
+    finally:
+        if broker == "redis":
+            import redis
+
+            client = redis.Redis.from_url(service_url("redis"))
+            client.delete(prefix + "customer")
+            client.close()
+
+
+def test_the_gap_rule_compares_the_outbox_with_the_prefixed_destinations(tmp_path, sqlite_url):
+    """A row marked published that never reached the prefixed stream is a gap; the ones there are not."""
+    import datetime as dt
+
+    from sqlalchemy import create_engine, update
+
+    from outbox import emit
+    from outbox.migrate import standalone_config, upgrade
+    from outbox.relay import Relay
+    from outbox.routers import open_router
+    from outbox.table import get_outbox_table
+
+    url = f"file://{tmp_path}/events?destination_prefix=staging_"
+    rules = tmp_path / "gap.toml"
+    rules.write_text('[[rule]]\nname = "gap"\nkind = "gap"\ngrace = "0.1s"\n')
+    upgrade(standalone_config(sqlite_url))
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        for n in range(2):
+            emit(conn, "shop.customer.registered", aggregate="customer", key=n, data={"id": n})
+    router = open_router(url)
+    Relay(engine, router).drain()
+    router.close()
+    with engine.begin() as conn:
+        lost = emit(conn, "shop.customer.registered", aggregate="customer", key=9, data={"id": 9})
+        table = get_outbox_table()
+        conn.execute(update(table).where(table.c.id == lost).values(published_at=dt.datetime.now(dt.timezone.utc)))
+    engine.dispose()
+    time.sleep(0.2)  # past the rule's grace
+
+    result = run("--router", url, "--db", sqlite_url, "--rules", str(rules), "--destination", "customer",
+                 "--once", "--json")
+
+    alerts = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert json.loads(result.stdout)["observed"] == 2, result.output
+    assert [a["evidence"] for a in alerts] == [[lost]]

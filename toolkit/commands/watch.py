@@ -126,7 +126,10 @@ def command(
             raise click.UsageError(
                 "the gap rule compares with the outbox: pass --db URL (or set db in config)"
             )
-        ledger = OutboxLedger(config.db, table_name=config.outbox_table, destinations=destinations)
+        from outbox.routers import Destinations, split_destination_prefix
+
+        ledger = OutboxLedger(config.db, table_name=config.outbox_table, destinations=destinations,
+                              routing=Destinations(prefix=split_destination_prefix(config.router)[1]))
     lister = None
     if any(isinstance(r, GroupRule) for r in rules):
         try:
