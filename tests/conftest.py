@@ -23,6 +23,18 @@ def sqlite_url(tmp_path):
 
 
 @pytest.fixture
+def empty_sqlite_url(sqlite_url):
+    """URL of a SQLite database file that exists and holds no table: a database never migrated."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlite_url)
+    with engine.connect():
+        pass
+    engine.dispose()
+    return sqlite_url
+
+
+@pytest.fixture
 def postgresql_url(tmp_path):
     """URL of a fresh PostgreSQL database."""
     with temporary_database("postgresql", tmp_path) as url:

@@ -133,6 +133,7 @@ def test_relay_once_against_an_unreachable_broker_says_why_publishes_failed(sqli
 
 def test_relay_on_a_database_without_the_outbox_says_to_migrate_it(tmp_path):
     url = f"sqlite:///{tmp_path}/empty.db"
+    (tmp_path / "empty.db").touch()
     result = CliRunner().invoke(cli, ["relay", "--db", url, "--router", f"file://{tmp_path}/ev", "--once"])
     assert result.exit_code == 1
     assert f"has no table strangler_outbox_leases: run 'strangler outbox migrate --db {url}'" in result.output

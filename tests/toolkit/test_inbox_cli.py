@@ -169,6 +169,9 @@ def test_purge_deletes_inbox_rows_older_than_the_cutoff_in_batches(billing, tmp_
 def test_migrate_creates_the_inbox_tables_and_a_database_without_them_is_told_so(tmp_path):
     url = f"sqlite:///{tmp_path}/service.db"
     missing = strangler("inbox", "dead-letters", "--db", url)
+    assert missing.exit_code == 2 and "service.db does not exist" in missing.output
+    (tmp_path / "service.db").touch()  # an empty SQLite database
+    missing = strangler("inbox", "dead-letters", "--db", url)
     assert missing.exit_code == 1 and f"strangler inbox migrate --db {url}" in missing.output
 
     assert strangler("inbox", "migrate", "--db", url).exit_code == 0

@@ -38,6 +38,7 @@ sources = ["/shop"]
 )
 def test_a_router_url_in_an_error_shows_stars_for_its_password(args, tmp_path):
     (tmp_path / "rules.toml").write_text(RULES)
+    (tmp_path / "shop.db").touch()  # an empty SQLite database: the router is what is wrong
     result = CliRunner().invoke(cli, [arg.format(tmp=tmp_path) for arg in args])
     assert result.exit_code == 2, result.output
     assert SECRET not in result.output

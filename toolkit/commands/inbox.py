@@ -58,7 +58,7 @@ def migrate_command(db: str, revision: str):
 
     from outbox import inbox
 
-    engine = engine_for(db)
+    engine = engine_for(db, creates="inbox migrate")
     try:
         reach(engine)
     finally:

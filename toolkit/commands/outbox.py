@@ -6,6 +6,7 @@ import datetime
 import io
 import json
 import re
+from pathlib import Path
 
 import click
 from sqlalchemy import create_engine, event, make_url, pool
@@ -28,13 +29,16 @@ def command() -> None:
     """
 
 
-def engine_for(url: str):
+def engine_for(url: str, *, creates: str | None = None):
     """Return an engine for ``url``, turning a malformed URL or missing driver into a usage error.
 
     Every command opens its database here, so this is also where a database
     that cannot be reached, or that lacks the outbox's tables, gets a message
     that says so and what to do (``DatabaseUnusable``) instead of a driver's
-    error with SQL in it.
+    error with SQL in it. SQLite makes a missing file on connecting: only a
+    command that ``creates`` tables (its name, for the message) may start on
+    one; for the others a missing file is a mistyped path, which would be
+    left behind empty with advice to migrate it.
     """
     if not url:
         raise click.UsageError("no database: pass --db URL or set db in strangler.toml (STRANGLER_DB)")
@@ -48,8 +52,27 @@ def engine_for(url: str):
         ) from None
     except ImportError as exc:
         raise click.UsageError(f"the driver for {safe_url(url)!r} is not installed ({exc}): {_driver_hint(url)}") from None
+    if creates is None:
+        _require_sqlite_file(engine)
     event.listen(engine, "handle_error", _explain_database_error)
     return engine
+
+
+def _require_sqlite_file(engine) -> None:
+    """A usage error when ``engine`` is a SQLite database in a file that does not exist."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
+        return
+    path = Path(database)
+    if not path.exists():
+        raise click.UsageError(
+            f"the database file {path} does not exist ({url.render_as_string(hide_password=True)}, relative to "
+            f"{Path.cwd()}): check the path; a new database is made by 'strangler outbox migrate' "
+            "(or 'strangler inbox migrate' for a service's inbox)"
+        )
 
 
 #: The drivers strangler's extras install, by the URL's dialect.
@@ -177,7 +200,7 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
         if alembic_ini:
             cfg = migrate.monolith_config(alembic_ini, config.db or None, table_name=config.outbox_table)
         else:
-            engine = engine_for(config.db)
+            engine = engine_for(config.db, creates="outbox migrate")
             try:
                 if not offline:
                     reach(engine)  # say why the database cannot be reached, before Alembic tries

@@ -62,7 +62,7 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
           --scenario relay-kill --scenario consumer-kill --events 500 --json
     """
     from outbox.faults import Budget
-    from outbox.faults.interrupt import Interrupted, signals_interrupt
+    from outbox.faults.interrupt import Interrupted, shielded, signals_interrupt
     from outbox.faults.scenarios import SCENARIOS
 
     config = load(ctx, db=db, router=router_url)
@@ -75,10 +75,21 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
     # finally blocks: their tables, destinations and processes would stay behind.
     try:
         with signals_interrupt():
-            _check_database(config.db)
-            _check_router(config.router)
-            for name in names:
-                outcomes.append(_run_one(name, config.db, config.router, budget, as_json))
+            # The scenarios' processes run in working folders of their own: a relative SQLite file or file://
+            # folder (or TLS file) is made absolute here, once, from the current folder, as every command reads it.
+            db_url, new_db = _pin_database(config.db)
+            try:
+                _check_database(db_url)
+                router = _check_router(config.router)
+                if new_db is not None:
+                    click.echo(f"--db: {new_db} does not exist: the scenarios run in a new SQLite database there, "
+                               "removed again afterwards", err=True)
+                for name in names:
+                    outcomes.append(_run_one(name, db_url, router, budget, as_json))
+            finally:
+                if new_db is not None:
+                    with shielded():
+                        _remove_made_database(new_db)
     except Interrupted as exc:
         raise Problems(_interrupted(exc.name, names, outcomes)) from None
     summary = _summary(outcomes)
@@ -103,11 +114,51 @@ def _summary(outcomes: list[str]) -> str:
     return "; ".join(parts)
 
 
+def _pin_database(url: str | None) -> tuple[str | None, Path | None]:
+    """``url`` with its relative paths made absolute, and the SQLite file the run will make (None if it exists).
+
+    An in-memory SQLite database is a usage error: the scenarios' processes
+    could not open it. A SQLite file that does not exist yet is made for the
+    run (the scenarios need only their private tables) and removed afterwards.
+    """
+    from outbox.faults.stage import is_memory_sqlite, pinned_db_url, sqlite_file
+
+    if not url:
+        return url, None  # engine_for says what to pass
+    if is_memory_sqlite(url):
+        from .outbox import safe_url
+
+        raise click.UsageError(f"--db: {safe_url(url)} is an in-memory database, which the scenarios' processes "
+                               "cannot open\nPass --db a SQLite file instead, e.g. sqlite:///verify.db "
+                               "(made if missing, and removed again afterwards)")
+    path = sqlite_file(url)
+    made = path if path is not None and not path.exists() and path.parent.is_dir() else None
+    return pinned_db_url(url), made
+
+
+def _remove_made_database(path: Path) -> None:
+    """Remove the SQLite file the run made, unless a table is in it (someone else's: then it stays)."""
+    import contextlib
+    import sqlite3
+
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                return
+    except sqlite3.Error:
+        return
+    for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
 def _check_database(url: str) -> None:
     """Connect once: a database no scenario could use is a usage error naming --db, before any scenario."""
     from .outbox import DatabaseUnusable, engine_for, reach
 
-    engine = engine_for(url)  # a malformed URL or a missing driver is a usage error already
+    engine = engine_for(url, creates="verify")  # a malformed URL or a missing driver is a usage error already
     try:
         reach(engine)
     except DatabaseUnusable as exc:
@@ -117,12 +168,16 @@ def _check_database(url: str) -> None:
         engine.dispose()
 
 
-def _check_router(url: str) -> None:
-    """Open the router once: one no scenario could use is a usage error naming --router, before any scenario."""
-    from outbox.faults.stage import StageError, check_router
+def _check_router(url: str) -> str:
+    """Open the router once: one no scenario could use is a usage error naming --router, before any scenario.
+
+    Return the URL the scenarios use: a relative file:// folder or TLS file made absolute.
+    """
+    from outbox.faults.stage import StageError, check_router, pinned_router_url
 
     try:
         check_router(url)
+        return pinned_router_url(url)
     except StageError as exc:
         raise click.UsageError(f"--router: {exc}\nPass --router the URL of a broker that is up, "
                                "e.g. redis://127.0.0.1:6379/0 or file:///tmp/strangler-verify") from None
