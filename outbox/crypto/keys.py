@@ -169,13 +169,25 @@ class KeyRing:
             raise KeyFileError(f"{folder}: no such keys folder; create keys with 'strangler keys new SERVICE'")
         return cls(_load_keys(folder), folder)
 
-    def _folder_stamp(self) -> int | None:
+    def _folder_stamp(self) -> tuple | None:
+        """What changes when a key file is added, removed or rewritten: each file's name, time and size.
+
+        The folder's own time changes only when a name comes or goes; a key
+        file copied over an older one of the same name (a deployment that syncs
+        the folder, ``cp`` of a retired key) changes the file alone.
+        """
         if self.folder is None:
             return None
         try:
-            return self.folder.stat().st_mtime_ns
+            with os.scandir(self.folder) as entries:
+                files = sorted(
+                    (entry.name, stat.st_mtime_ns, stat.st_size)
+                    for entry in entries
+                    if entry.name.endswith(_PUBLIC_SUFFIX) and (stat := entry.stat())
+                )
         except OSError:
             return None
+        return tuple(files)
 
     def reload_if_changed(self) -> bool:
         """Re-read the folder if a key was added, rotated or retired since; return True if it was."""

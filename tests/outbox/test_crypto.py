@@ -293,6 +293,25 @@ def test_rotate_adds_a_version_and_both_are_encrypted_to_until_retired(world):
     assert world.opener("billing").open(envelope).recipient_kid == "billing-2"
 
 
+def test_a_key_file_copied_over_in_place_is_picked_up_though_the_folder_did_not_change(world, tmp_path):
+    """A deployment that syncs the keys folder rewrites files; the folder's own time moves only for new names."""
+    import os
+    import shutil
+
+    ring = KeyRing.load(world.keys)
+    admin = tmp_path / "admin-copy"
+    shutil.copytree(world.keys, admin)
+    rotate_key(admin, "billing")
+    retire_key(admin, "billing-1")
+    folder_time = os.stat(world.keys).st_mtime_ns
+    shutil.copyfile(admin / "billing-1.jwk", world.keys / "billing-1.jwk")  # over the old file, same name
+    assert os.stat(world.keys).st_mtime_ns == folder_time
+
+    assert ring.reload_if_changed() is True
+    assert ring.get("billing-1").retired
+    assert ring.reload_if_changed() is False  # nothing changed since
+
+
 # -- policy file -----------------------------------------------------------------------------------------
 
 
