@@ -217,6 +217,16 @@ class KeyRing:
         """Return the private encryption keys this folder holds, retired ones included, by kid."""
         return {k.kid: k for k in self.keys.values() if k.use == "enc" and k.private is not None}
 
+    def readers_without_keys(self, policy) -> dict[str, list[str]]:
+        """The services ``policy`` names as readers that have no active encryption key here, with their patterns.
+
+        Every emit of those patterns' types fails (``SealError``) while one is
+        listed: a key not made yet, retired without a successor, or a name
+        misspelt in the policy.
+        """
+        return {service: patterns for service, patterns in policy.reader_services().items()
+                if not self.recipients(service)}
+
     def signing_key(self, producer: str | None = None) -> KeyInfo:
         """Return the newest active private signing key (of ``producer`` if given)."""
         candidates = [

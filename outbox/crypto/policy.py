@@ -62,6 +62,14 @@ class Policy:
             cached = self._cache[event_type] = tuple(sorted(found))
         return cached
 
+    def reader_services(self) -> dict[str, list[str]]:
+        """Each service the policy names as a reader, with the ``[readers]`` patterns that name it."""
+        out: dict[str, list[str]] = {}
+        for pattern, services in self.readers.items():
+            for service in services:
+                out.setdefault(service, []).append(pattern)
+        return out
+
     def plaintext_allowed(self, event_type: str) -> bool:
         """True when ``event_type`` has no readers and the policy lets it travel unencrypted."""
         if self.readers_for(event_type):

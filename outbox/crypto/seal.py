@@ -104,6 +104,20 @@ def wrap_content_key(cek: bytes, recipients: list[KeyInfo]) -> list[dict]:
     return out
 
 
+def _no_key_for(service: str, keyring: KeyRing, policy: Policy) -> str:
+    """Why an event for ``service`` cannot be sealed, and the fixes: a key to make, or a name misspelt in the policy."""
+    where = keyring.folder or "the key ring"
+    known = sorted({k.name for k in keyring.keys.values() if k.use == "enc" and k.active})
+    retired = [k.kid for k in keyring.of(service, use="enc")]
+    if retired:
+        why = f"its keys there are all retired ({', '.join(retired)}): run: strangler keys rotate {service}"
+    else:
+        why = (f"if {service!r} is a typo in {policy.origin}, correct it there (services with keys: "
+               f"{', '.join(known) or 'none'}); else run: strangler keys new {service}")
+    return (f"service {service!r} may read this event type ({policy.origin}) but {where} holds no active "
+            f"key for it; {why}")
+
+
 class Sealer:
     """Signs and encrypts event payloads for the services the policy lets read them.
 
@@ -215,11 +229,7 @@ class Sealer:
         for service in readers:
             found = self.keyring.recipients(service)
             if not found:
-                raise SealError(
-                    f"service {service!r} may read this event type ({self.policy.origin}) but "
-                    f"{self.keyring.folder or 'the key ring'} holds no active public key for it; "
-                    f"run: strangler keys new {service}"
-                )
+                raise SealError(_no_key_for(service, self.keyring, self.policy))
             keys.extend(found)
         cek = AESGCM.generate_key(bit_length=256)
         fresh = _ContentKey(AESGCM(cek), wrap_content_key(cek, keys), now, 1)

@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from outbox.crypto import KeyFileError, KeyRing, PolicyError, RejectedEvent, new_key, retire_key, rotate_key
+from outbox.crypto import KeyFileError, KeyRing, PolicyError, RejectedEvent, SealError, new_key, retire_key, rotate_key
 from outbox.crypto.policy import load_policy
 from outbox.envelope import JOSE_CONTENT_TYPE, JSON_CONTENT_TYPE
 from tests.outbox.crypto_helpers import POLICY, attributes, make_world, sealed_envelope
@@ -310,6 +310,26 @@ def test_a_key_file_copied_over_in_place_is_picked_up_though_the_folder_did_not_
     assert ring.reload_if_changed() is True
     assert ring.get("billing-1").retired
     assert ring.reload_if_changed() is False  # nothing changed since
+
+
+@pytest.mark.parametrize("reader, fix", [
+    ("biling", "if 'biling' is a typo in"),  # a name misspelt in the policy
+    ("ledger", "services with keys: billing, crm, intruder, shipping"),  # a key not made yet
+])
+def test_a_reader_without_a_key_names_both_fixes_a_key_to_make_or_a_typo_in_the_policy(tmp_path, reader, fix):
+    world = make_world(tmp_path, policy=f'[readers]\n"shop.order.*" = ["{reader}"]\n')
+
+    with pytest.raises(SealError) as refused:
+        sealed_envelope(world.sealer(), ORDER)
+
+    assert fix in str(refused.value) and f"strangler keys new {reader}" in str(refused.value)
+
+
+def test_a_reader_whose_keys_are_all_retired_is_told_to_rotate(world):
+    retire_key(world.keys, "billing-1")
+
+    with pytest.raises(SealError, match="all retired \\(billing-1\\): run: strangler keys rotate billing"):
+        sealed_envelope(world.sealer(), ORDER)
 
 
 # -- policy file -----------------------------------------------------------------------------------------

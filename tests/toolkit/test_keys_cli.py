@@ -98,6 +98,52 @@ def test_rotating_or_retiring_what_does_not_exist_is_a_problem(keys_dir):
     assert run("keys", "retire", "nobody-1", "--keys-dir", keys_dir).exit_code == 1
 
 
+def test_retiring_the_last_active_key_of_a_reader_is_refused_with_the_types_it_would_break(keys_dir, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "strangler-policy.toml").write_text('[readers]\n"shop.order.*" = ["billing"]\n')
+    run("keys", "new", "billing", "--keys-dir", keys_dir)
+
+    refused = CliRunner().invoke(cli, ["keys", "retire", "billing-1", "--keys-dir", keys_dir])
+
+    assert refused.exit_code == 2
+    assert "billing-1 is the last active key of billing" in refused.output
+    assert "strangler-policy.toml gives billing shop.order.*" in refused.output
+    assert "strangler keys rotate billing" in refused.output
+    assert run("keys", "retire", "billing-1", "--keys-dir", keys_dir, "--force").exit_code == 0
+    assert json.loads(run("keys", "list", "--keys-dir", keys_dir, "--json").stdout)[0]["retired"]
+
+
+def test_retiring_the_producers_only_signing_key_is_refused(keys_dir):
+    run("keys", "new", "--producer", "shop", "--keys-dir", keys_dir)
+
+    refused = CliRunner().invoke(cli, ["keys", "retire", "shop-1", "--keys-dir", keys_dir])
+
+    assert refused.exit_code == 2 and "could sign nothing" in refused.output
+
+
+def test_rotating_the_producer_key_says_to_deploy_the_public_half_to_consumers_first(keys_dir):
+    run("keys", "new", "--producer", "shop", "--keys-dir", keys_dir)
+
+    rotated = CliRunner().invoke(cli, ["keys", "rotate", "shop", "--keys-dir", keys_dir])
+
+    assert rotated.exit_code == 0 and "signs with shop-2 from now on" in rotated.stderr
+    assert "shop-2.jwk is in their keys folders" in rotated.stderr
+
+
+def test_list_warns_about_each_reader_the_policy_names_without_an_active_key(keys_dir, tmp_path, monkeypatch):
+    """A key not made yet, or a name misspelt in the policy: every emit of those types would fail."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "strangler-policy.toml").write_text('[readers]\n"shop.order.*" = ["biling"]\n')
+    run("keys", "new", "billing", "--keys-dir", keys_dir)
+
+    listed = CliRunner().invoke(cli, ["keys", "list", "--keys-dir", keys_dir])
+
+    assert listed.exit_code == 0
+    assert "warning: strangler-policy.toml gives biling shop.order.*, but no active key of biling" in listed.stderr
+    assert "billing" not in listed.stderr.replace("biling", "")
+
+
 # -- events ---------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import os
 
 import click
 
+from ..config import ConfigError
 from ..context import Problems, load
 
 
@@ -146,25 +147,75 @@ def rotate_command(ctx, name: str, keys_dir: str | None, as_json: bool):
     except crypto.KeyFileError as exc:
         raise Problems(str(exc)) from None
     _created(info, as_json)
+    if info.use == "sig":
+        click.echo(
+            f"note: the producer signs with {info.kid} from now on (a running one within a second): consumers "
+            f"reject what it signs until {info.kid}.jwk is in their keys folders and [trust] names it; "
+            "deploy it there first when events flow",
+            err=True,
+        )
 
 
 @command.command("retire")
 @click.argument("kid")
 @_KEYS_DIR
+@click.option("--force", is_flag=True,
+              help="Retire KID even when it is the last active key of its service or producer.")
 @click.pass_context
-def retire_command(ctx, kid: str, keys_dir: str | None):
+def retire_command(ctx, kid: str, keys_dir: str | None, force: bool):
     """Stop encrypting to (or signing with) KID; its private half still opens events in flight.
+
+    The last active key of a name is kept unless --force: with no active key,
+    every emit of the types its service reads (or, for the producer, every
+    emit) fails. Rotate first, then retire the old version.
 
     \b
     Example:
-      strangler keys retire billing-1
+      strangler keys rotate billing && strangler keys retire billing-1
     """
     crypto = _crypto()
+    config = load(ctx, crypto__keys_dir=keys_dir)
+    folder = config.crypto.keys_dir
+    if not force:
+        _refuse_retiring_the_last(crypto, folder, kid, _policy_or_none(crypto, config))
     try:
-        info = crypto.retire_key(_keys_dir(ctx, keys_dir), kid)
+        info = crypto.retire_key(folder, kid)
     except crypto.KeyFileError as exc:
         raise Problems(str(exc)) from None
     click.echo(f"retired {info.kid} on {info.retired}")
+
+
+def _policy_or_none(crypto, config):
+    """The policy in force, or None where there is none or it cannot be read (other commands report that)."""
+    try:
+        path = config.policy_file()
+        return None if path is None else crypto.load_policy(path)
+    except (ConfigError, crypto.PolicyError):
+        return None
+
+
+def _refuse_retiring_the_last(crypto, folder: str, kid: str, policy) -> None:
+    """A usage error when ``kid`` is the only active key of its name and use."""
+    try:
+        ring = crypto.KeyRing.load(folder)
+    except crypto.KeyFileError:
+        return  # retire_key names the problem with the folder or the kid
+    info = ring.get(kid)
+    if info is None or not info.active:
+        return
+    active = [k for k in ring.of(info.name, use=info.use) if k.active]
+    if active != [info]:
+        return
+    if info.use == "sig":
+        harm = "the producer could sign nothing: every emit would fail"
+    else:
+        patterns = policy.reader_services().get(info.name, []) if policy is not None else []
+        harm = (f"{policy.origin} gives {info.name} {', '.join(patterns)}: every emit of those types would fail"
+                if patterns else f"nothing could be encrypted to {info.name}")
+    raise click.UsageError(
+        f"{kid} is the last active key of {info.name}, and {harm}; run 'strangler keys rotate {info.name}' "
+        f"first (and deploy the new key), then retire {kid}; or pass --force"
+    )
 
 
 @command.command("list")
@@ -184,6 +235,15 @@ def list_command(ctx, keys_dir: str | None, as_json: bool):
     except crypto.KeyFileError as exc:
         raise Problems(str(exc)) from None
     rows = [k.describe() for k in sorted(ring.keys.values(), key=lambda k: (k.name, k.version))]
+    policy = _policy_or_none(crypto, load(ctx))
+    if policy is not None:
+        for service, patterns in sorted(ring.readers_without_keys(policy).items()):
+            click.echo(
+                f"warning: {policy.origin} gives {service} {', '.join(patterns)}, but no active key of "
+                f"{service} is here: every emit of those types fails; run 'strangler keys new {service}' "
+                "(or correct the name in the policy)",
+                err=True,
+            )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
