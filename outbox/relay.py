@@ -812,6 +812,7 @@ class Relay:
         lags = []
         now = _now()
         failed = dead = 0
+        first_failure: tuple[_Row, str, float | None] | None = None  # the row, why, seconds to its retry
         mono = time.monotonic()
         failed_keys: set[tuple[str, str]] = set()
         for row in batch.rows:
@@ -834,6 +835,7 @@ class Relay:
                 if row.attempts + 1 >= self.options.max_attempts:
                     dead += 1
                     self.blocked.pop(row.key, None)
+                    first_failure = first_failure or (row, result.error or "failed", None)
                 else:
                     # One delay for both: the row's available_at (written by the mark) and its key's
                     # hold here, which lasts a moment longer, so that no claim finds the key's later
@@ -841,6 +843,7 @@ class Relay:
                     delay = self._retry_delay(row.attempts + 1)
                     row.retry_at = now + dt.timedelta(seconds=delay)
                     self.blocked[row.key] = mono + delay + _HOLD_MARGIN
+                    first_failure = first_failure or (row, result.error or "failed", delay)
             else:
                 self.metrics.failed(row.type, "transient")
                 transient = transient or result.error
@@ -858,7 +861,28 @@ class Relay:
                 "blocked_keys": self._blocked_count(),
             }},
         )
+        if first_failure is not None:
+            self._log_failures(first_failure, failed, dead)
         return results, transient
+
+    def _log_failures(self, first: tuple[_Row, str, float | None], failed: int, dead: int) -> None:
+        """One warning per batch with permanent failures: why the first failed, and what happens to it.
+
+        The reason is in the row's ``last_error`` too, but an operator reads
+        the log: without it a row retried for an hour (a missing key, a payload
+        the broker refuses) showed only as a count.
+        """
+        row, error, retry_in = first
+        event_id = row.envelope.id if row.envelope is not None else f"row #{row.position}"
+        fate = (f"dead after {row.attempts + 1} attempts: 'strangler outbox retry' once fixed" if retry_in is None
+                else f"attempt {row.attempts + 1} of {self.options.max_attempts}, again in {retry_in:.0f}s")
+        log.warning(
+            "%d event(s) failed to publish; the first, %s (%s, %s/%s): %s (%s)",
+            failed, event_id, row.type, row.key[0], row.key[1], error[:500], fate,
+            extra={"relay": {"event": "publish_failed", "failed": failed, "dead": dead, "id": event_id,
+                             "type": row.type, "attempts": row.attempts + 1, "error": error[:500],
+                             "retry_in": None if retry_in is None else round(retry_in, 1)}},
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 

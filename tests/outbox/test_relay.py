@@ -124,6 +124,26 @@ def test_a_poison_row_goes_dead_with_its_error_while_other_keys_flow_and_retry_b
     engine.dispose()
 
 
+def test_a_permanent_failure_is_logged_with_its_reason_and_what_happens_next(sqlite_url, events_dir, caplog):
+    """The reason is in last_error too; but an operator reads the log, where it was only a count."""
+    engine = migrated_engine(sqlite_url)
+    with engine.begin() as conn:
+        emit(conn, "shop.order.changed", aggregate="order", key="bad", data={"key": "bad", "n": 0, "poison": True})
+    router = FlakyRouter(f"file://{events_dir}", poison=lambda e: b"poison" in e.data)
+    relay = Relay(engine, router, options=RelayOptions(max_attempts=2, **FAST))
+
+    with caplog.at_level("WARNING", logger="strangler.relay"):
+        relay.drain()
+        wait_until(lambda: (relay.drain(), any(r.dead_at for r in rows(engine)))[1], what="the row to go dead")
+
+    failures = [r for r in caplog.records if getattr(r, "relay", {}).get("event") == "publish_failed"]
+    first, last = failures[0], failures[-1]
+    assert "rejected: poison" in first.getMessage() and "attempt 1 of 2, again in" in first.getMessage()
+    assert first.relay["type"] == "shop.order.changed" and first.relay["attempts"] == 1
+    assert "dead after 2 attempts: 'strangler outbox retry' once fixed" in last.getMessage()
+    engine.dispose()
+
+
 def test_a_transform_that_raises_fails_its_row_and_holds_back_only_its_key(sqlite_url, events_dir):
     engine = migrated_engine(sqlite_url)
     sent = emit_events(engine, ["x", "y"], per_key=3)

@@ -88,6 +88,32 @@ def test_status_with_dead_rows_exits_1_and_lists_them(sqlite_url):
     assert "too large" in result.output and "order/7" in result.output
 
 
+def test_status_lists_pending_rows_that_failed_with_their_error_and_next_attempt(sqlite_url):
+    """Before it is dead, a failing row holds its aggregate back for up to an hour: status shows why."""
+    outbox_migrate.upgrade(outbox_migrate.standalone_config(sqlite_url))
+    engine = create_engine(sqlite_url)
+    with Session(engine) as session:
+        for n in (1, 2):
+            emit(session, "shop.customer.registered", aggregate="customer", key=n)
+        session.commit()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE strangler_outbox SET attempts = 3, available_at = '2026-01-01 00:05:00.000000', "
+            "last_error = 'SealError: no active key for crm' WHERE aggregateid = '2'"
+        )
+    engine.dispose()
+
+    text = CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url])
+    as_json = json.loads(CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url, "--json"]).output)
+
+    assert text.exit_code == 0, text.output  # not dead (yet)
+    assert "of which 1 failing" in text.output
+    assert "failing #2 shop.customer.registered customer/2 after 3 attempt(s), next at 2026-01-01" in text.output
+    assert "no active key for crm" in text.output
+    assert as_json["retrying"] == 1 and as_json["retrying_rows"][0]["aggregateid"] == "2"
+    assert as_json["retrying_rows"][0]["next_attempt_at"].startswith("2026-01-01T00:05:00")
+
+
 def test_status_on_a_database_without_the_outbox_says_what_to_run(empty_sqlite_url):
     result = CliRunner().invoke(cli, ["outbox", "status", "--db", empty_sqlite_url])
     assert result.exit_code == 1

@@ -230,10 +230,14 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
 @click.option("--db", help="SQLAlchemy URL of the database holding the outbox.")
 @click.option("--json", "as_json", is_flag=True, help="Write the counts as one JSON object.")
 @click.option("--dead", "dead_limit", type=click.IntRange(min=0), default=20, show_default=True,
-              help="How many dead rows to list.")
+              help="How many dead rows (and how many rows failing and retrying) to list.")
 @click.pass_context
 def status_command(ctx: click.Context, db: str | None, as_json: bool, dead_limit: int):
-    """Show pending, published and dead rows, and the age of the oldest pending one.
+    """Show pending, published and dead rows, the age of the oldest pending one, and rows failing.
+
+    A pending row that failed to publish (a key missing, a payload the broker
+    refuses) is listed with its attempts, its error and its next attempt: it
+    holds back its aggregate's later rows until it publishes or goes dead.
 
     \b
     Exit code 1 when there are dead rows (they need 'strangler outbox retry').
@@ -258,6 +262,13 @@ def status_command(ctx: click.Context, db: str | None, as_json: bool, dead_limit
     else:
         age = status.oldest_pending_age_seconds
         click.echo(f"pending    {status.pending}" + (f"  (oldest {age:.1f}s old)" if age is not None else ""))
+        if status.retrying:
+            click.echo(f"  of which {status.retrying} failing, retried (each holds back its aggregate):")
+        for row in status.retrying_rows:
+            click.echo(
+                f"  failing #{row['position']} {row['type']} {row['aggregatetype']}/{row['aggregateid']} "
+                f"after {row['attempts']} attempt(s), next at {row['next_attempt_at'] or 'once due'}: {row['last_error']}"
+            )
         click.echo(f"published  {status.published}")
         click.echo(f"dead       {status.dead}")
         for row in status.dead_rows:
