@@ -140,3 +140,13 @@ def test_a_misspelt_codemods_setting_is_a_usage_error_before_any_file_is_touched
     for text in mentions:
         assert text in result.stderr
     assert {p: p.read_text() for p in tmp_path.rglob("*.py")} == before
+
+
+def test_a_scan_that_finds_work_exits_1_saying_what_to_run_next_not_error(tmp_path):
+    write_tree(tmp_path, {"app/models.py": MODELS, "app/code.py": CODE})
+
+    result = invoke("scan", str(tmp_path))
+
+    assert result.exit_code == 1
+    assert "Error" not in result.stderr
+    assert f"1 state change without an emit: 'strangler rewrite {tmp_path}' shows the emits" in result.stderr

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ..context import Problems, load
+from ..context import load
 from .codemod_options import codemod_run, python_files, settings_from
 
 
@@ -51,6 +51,13 @@ def command(ctx: click.Context, paths: tuple[str, ...], fmt: str, as_json: bool,
     open_sites = sum(1 for r in results for s in r.sites if s.action in ("rewrite", "decide"))
     skipped = sum(1 for r in results if r.status == "skipped")
     if open_sites or skipped:
-        raise Problems(f"{open_sites} state change{'s' * (open_sites != 1)} without an emit, "
-                       f"{skipped} file{'s' * (skipped != 1)} skipped")
+        # Exit 1 for scripts and CI; not an error to a person: a first scan finds state changes to do.
+        todo = []
+        if open_sites:
+            todo.append(f"{open_sites} state change{'s' * (open_sites != 1)} without an emit: "
+                        f"'strangler rewrite {' '.join(paths)}' shows the emits it would insert")
+        if skipped:
+            todo.append(f"{skipped} file{'s' * (skipped != 1)} skipped: see the reasons above")
+        click.echo("; ".join(todo), err=True)
+        ctx.exit(1)
 
