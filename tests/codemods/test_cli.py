@@ -149,4 +149,4 @@ def test_a_scan_that_finds_work_exits_1_saying_what_to_run_next_not_error(tmp_pa
 
     assert result.exit_code == 1
     assert "Error" not in result.stderr
-    assert f"1 state change without an emit: 'strangler rewrite {tmp_path}' shows the emits" in result.stderr
+    assert f"2 state changes without an emit: 'strangler rewrite {tmp_path}' shows the emits" in result.stderr
