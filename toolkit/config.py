@@ -331,12 +331,14 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Config:
     """Load the configuration: file, then environment, then ``overrides`` (dotted keys, e.g. from flags).
 
     ``path`` names the file; without it ``strangler.toml`` or ``pyproject.toml``
     is searched from ``cwd`` upwards, and none found means defaults.
-    Overrides whose value is ``None`` (a flag not given) are ignored.
+    Overrides whose value is ``None`` (a flag not given) are ignored;
+    ``flags`` names the command-line option each override came from, for errors.
     """
     environ = os.environ if environ is None else environ
     config = Config()
@@ -350,8 +352,8 @@ def load_config(
     if overrides:
         given = {k: v for k, v in overrides.items() if v is not None}
         for dotted, value in given.items():
-            _apply(config, _nest({dotted: value}), f"option for {dotted}", from_text=isinstance(value, str),
-                   set_by=set_by)
+            where = f"option {flags[dotted]}" if flags and dotted in flags else f"option for {dotted}"
+            _apply(config, _nest({dotted: value}), where, from_text=isinstance(value, str), set_by=set_by)
     _check_bounds(config, set_by)
     return config
 

@@ -160,3 +160,10 @@ def test_a_bare_mysql_url_is_told_which_url_the_extra_serves():
 def test_status_refuses_a_negative_dead_count(sqlite_url):
     result = CliRunner().invoke(cli, ["outbox", "status", "--db", sqlite_url, "--dead", "-1"])
     assert result.exit_code == 2 and "--dead" in result.output
+
+
+def test_a_value_out_of_range_given_as_a_flag_names_the_flag(tmp_path):
+    result = CliRunner().invoke(cli, ["relay", "--db", f"sqlite:///{tmp_path}/x.db", "--batch", "0", "--once"])
+
+    assert result.exit_code == 2
+    assert "relay.batch = 0: expected an integer of at least 1 (option --batch)" in result.output
