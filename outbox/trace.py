@@ -43,7 +43,9 @@ class Hop:
     at: dt.datetime | None
     where: str
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
-    latency_seconds: float | None = None  # since the event was published (or emitted, for publish)
+    # Since the commit that emitted the event. Not since the publish: the relay marks a row
+    # published after the broker took it, so the broker's time (and a quick consumer's) comes first.
+    latency_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -176,16 +178,15 @@ def trace_event(
             if journey.type is None:
                 journey.type = details.get("type")
             journey.hops.append(
-                Hop("on-broker", at, where, details, _seconds(published_at or emitted_at, at))
+                Hop("on-broker", at, where, details, _seconds(emitted_at, at))
             )
             for group in groups:
                 journey.hops.append(Hop("delivered", None, where, {"group": group}))
 
-    base = published_at or emitted_at
     for url in inbox_urls:
         for hop in _inbox_hops(url, event_id):
             journey.found = True
-            hop.latency_seconds = _seconds(base, hop.at)
+            hop.latency_seconds = _seconds(emitted_at, hop.at)
             if journey.type is None:
                 journey.type = hop.details.get("type")
             journey.hops.append(hop)

@@ -97,6 +97,12 @@ def test_the_journey_runs_from_the_commit_through_the_relay_and_broker_to_each_s
     assert dead.details["service"] == "shipping" and dead.details["reason"] == "handler"
     assert "cannot handle order 1" in dead.details["error"]
     assert journey.event_id == event_id and other not in json.dumps(journey.as_dict())
+    # Every latency counts from the commit: after the publish, the service's is the longer one.
+    emitted = journey.hop("emitted").at
+    for hop in journey.hops:
+        if hop.latency_seconds is not None:
+            assert hop.latency_seconds == (hop.at - emitted).total_seconds()
+    assert handled.latency_seconds > published.latency_seconds
     billing_engine.dispose()
     shipping_engine.dispose()
 
