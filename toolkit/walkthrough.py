@@ -27,6 +27,9 @@ import sample_monolith
 ORDERS = 5
 #: Lines of a command's output shown before it is cut (the whole output is in the work folder's logs).
 SHOWN_LINES = 14
+#: The checks a run makes, held or not: the summary counts against this, so the total is the same
+#: whether checks hold, a command fails, or the run stops early.
+EXPECTED_CHECKS = 15
 
 
 class WalkthroughError(Exception):
@@ -63,6 +66,10 @@ class Walkthrough:
         self.logs = self.workdir / "logs"
         self.step_no = 0
         self._background: list[tuple[str, subprocess.Popen]] = []
+        #: Commands of this step that exited with an unexpected code: the step's next check fails with them.
+        self._failed_commands: list[str] = []
+        #: Why the run stopped before its end, if it did.
+        self.stopped: str = ""
 
     # -- output ---------------------------------------------------------------------------
 
@@ -76,6 +83,13 @@ class Walkthrough:
         self.say(f"   {why}")
 
     def check(self, what: str, ok: bool, detail: str = "") -> bool:
+        """Record one check. A command of the step that exited unexpectedly since the last check fails
+        this one (the command and its exit code as the detail): it is not a check of its own, so the
+        number of checks does not depend on what fails."""
+        if self._failed_commands:
+            ok = False
+            detail = "; ".join(self._failed_commands + ([detail] if detail else []))
+            self._failed_commands = []
         self.checks.append(Check(what, ok, detail))
         mark = "✓" if ok else "✗"
         self.say(f"   {mark} {what}" + (f" — {detail}" if detail else ""))
@@ -101,9 +115,10 @@ class Walkthrough:
             return [sys.executable, "-m", "alembic", *display[1:]]
         return display
 
-    def show(self, display: list[str], env_note: dict[str, str] | None = None) -> None:
+    def show(self, display: list[str], env_note: dict[str, str] | None = None, *, suffix: str = "") -> None:
+        """Print a command as a shell takes it; ``suffix`` is shell syntax (a redirection, ``&``), unquoted."""
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env_note or {}).items())
-        self.say(f"   $ {prefix + ' ' if prefix else ''}{shlex.join(display)}")
+        self.say(f"   $ {prefix + ' ' if prefix else ''}{shlex.join(display)}{' ' + suffix if suffix else ''}")
 
     def run(
         self, display: list[str], *, env: dict[str, str] | None = None, expect: tuple[int, ...] = (0,),
@@ -125,13 +140,16 @@ class Walkthrough:
             where = f" (all of it in logs/{log})" if log else ""
             self.say(f"     … {len(lines) - shown} more lines{where}")
         if proc.returncode not in expect:
-            self.check(f"`{display[0]} {display[1] if len(display) > 1 else ''}` exits {expect[0]}", False,
-                       f"exit code {proc.returncode}")
+            last = lines[-1].strip() if lines else ""
+            self._failed_commands.append(
+                f"`{shlex.join(display)}` exited {proc.returncode}" + (f": {last}" if last else "")
+            )
+            self.say(f"     (exit code {proc.returncode}, expected {' or '.join(map(str, expect))})")
         return proc
 
     def start(self, name: str, display: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start a long-running process (relay, service) in the background, its output to logs/NAME.log."""
-        self.show(display + ["&"], env)
+        self.show(display, env, suffix=f"> logs/{name}.log 2>&1 &")
         handle = open(self.logs / f"{name}.log", "w")
         proc = subprocess.Popen(
             self.argv(display), cwd=self.workdir, env=self.env(**(env or {})),
@@ -181,7 +199,9 @@ class Walkthrough:
             self.start_relay_and_service()
             self.strangle_and_compare()
         except WalkthroughError as exc:
-            self.check("the walkthrough ran to the end", False, str(exc))
+            self.stopped = "; ".join([f"stopped at step {self.step_no}: {exc}", *self._failed_commands])
+            self._failed_commands = []
+            self.say(f"   ✗ the walkthrough {self.stopped}")
         finally:
             self.stop_all()
         return self.summary()
@@ -195,6 +215,7 @@ class Walkthrough:
             shutil.rmtree(target)
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         # The extracted service is not part of the monolith: it runs from strangler's own copy.
+        self.show(["rm", "-rf", "sample_monolith/services"])
         shutil.rmtree(target / "services", ignore_errors=True)
         tests = self.run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "sample_monolith/tests"],
                          shown=3, log="tests-before.log")
@@ -362,10 +383,15 @@ class Walkthrough:
         return sorted(folder.glob("*.jsonl"))
 
     def summary(self) -> int:
+        if self._failed_commands:  # a command after the last check (not so in this journey): one more check
+            self.check("every command exited as expected", False)
         failed = [c for c in self.checks if not c.ok]
+        total = max(EXPECTED_CHECKS, len(self.checks))
         self.say()
         self.say("── Summary")
-        self.say(f"   {len(self.checks) - len(failed)} of {len(self.checks)} checks held.")
+        self.say(f"   {len(self.checks) - len(failed)} of {total} checks held.")
+        if self.stopped:
+            self.say(f"   The walkthrough {self.stopped} ({total - len(self.checks)} checks not made).")
         self.say(f"   work folder: {self.workdir}")
         for name, what in (
             ("sample_monolith/", "the shop, rewritten (rewrite.diff in logs/ shows how)"),
@@ -376,8 +402,8 @@ class Walkthrough:
             ("logs/", "every command's full output"),
         ):
             self.say(f"   {name:48s} {what}")
-        if failed:
-            self.say("   Failed: " + "; ".join(c.what for c in failed))
+        if failed or self.stopped:
+            self.say("   Failed: " + "; ".join([c.what for c in failed] + ([self.stopped] if self.stopped else [])))
             return 1
         self.say("   The order e-mail now lives in its own service. Next: docs/walkthrough.md, 'Where to go next'.")
         return 0

@@ -4,6 +4,10 @@
 
 Customers sign up (or are found, on a second run), each places an order; the
 first order is paid and the second cancelled. Prints what was done as JSON.
+
+The database must have the shop's tables: migrate it first
+(alembic -c sample_monolith/alembic.ini -x db=URL upgrade heads) or pass
+--create-schema. Without them it says so in one line and exits 2.
 """
 
 import argparse
@@ -103,6 +107,25 @@ def _from_working_folder(url):
     return url
 
 
+def _alembic_ini():
+    """The shop's alembic.ini, as a reader in the working folder would name it."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "alembic.ini")
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative
+
+
+def missing_tables(app):
+    """The shop's tables the database lacks, in the order the models declare them."""
+    from sqlalchemy import inspect
+
+    from . import models  # noqa: F401  (registers the tables)
+    from .database import db
+
+    with app.app_context():
+        present = set(inspect(db.engine).get_table_names())
+    return [name for name in db.metadata.tables if name not in present]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m sample_monolith.shop.simulate", description=__doc__.splitlines()[0]
@@ -118,6 +141,8 @@ def main(argv=None):
         "--create-schema", action="store_true", help="create missing tables (without Alembic)"
     )
     args = parser.parse_args(argv)
+
+    from sqlalchemy.exc import OperationalError
 
     from . import create_app
     from .database import db
@@ -135,6 +160,20 @@ def main(argv=None):
             from . import models  # noqa: F401
 
             db.create_all()
+    url = args.db or app.config["SQLALCHEMY_DATABASE_URI"]
+    try:
+        missing = missing_tables(app)
+    except OperationalError as error:
+        print(f"error: cannot open the database {url}: {error.orig}", file=sys.stderr)
+        return 2
+    if missing:
+        more = f" (and {len(missing) - 1} more of the shop's tables)" if len(missing) > 1 else ""
+        print(
+            f"error: no table {missing[0]} in {url}{more}: create the schema first with "
+            f"'alembic -c {_alembic_ini()} -x db={url} upgrade heads' (or pass --create-schema)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         report = place_sample_orders(app, args.orders)
     except SimulationError as error:

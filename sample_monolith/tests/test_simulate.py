@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from sample_monolith.shop import simulate
 from sample_monolith.shop.mailer import read_spool
@@ -52,3 +53,33 @@ def test_command_line(tmp_path, capsys):
     assert simulate.main(argv[:-1] + ["--no-inline-email"]) == 0
     assert json.loads(capsys.readouterr().out)["inline_email"] is False
     assert len(read_spool(str(spool))) == 2
+
+
+def test_an_empty_database_is_one_line_naming_the_migration(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(simulate.__file__).resolve().parents[2])  # where sample_monolith/ is
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    argv = ["--orders", "2", "--db", url, "--mail-spool", str(tmp_path / "mail.jsonl"),
+            "--instance", str(tmp_path / "instance")]
+
+    assert simulate.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.splitlines()) == 1, captured.err
+    assert f"no table customers in {url} (and 7 more of the shop's tables)" in captured.err
+    assert f"alembic -c sample_monolith/alembic.ini -x db={url} upgrade heads" in captured.err
+    assert "Traceback" not in captured.err and "<html" not in captured.err
+    assert not (tmp_path / "mail.jsonl").exists()
+
+
+def test_a_database_behind_the_models_names_the_missing_tables(tmp_path, capsys):
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE products (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    argv = ["--db", f"sqlite:///{tmp_path / 'old.db'}", "--instance", str(tmp_path / "instance")]
+
+    assert simulate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "no table customers in " in err and "(and 6 more" in err and "upgrade heads" in err

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from outbox.testing.services import service_url
+from toolkit.walkthrough import EXPECTED_CHECKS
 
 
 def walkthrough(tmp_path, router):
@@ -22,7 +23,7 @@ def walkthrough(tmp_path, router):
 def assert_every_check_held(proc):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     held = re.search(r"(\d+) of (\d+) checks held", proc.stdout)
-    assert held and held.group(1) == held.group(2), proc.stdout[-2000:]
+    assert held and held.group(1) == held.group(2) == str(EXPECTED_CHECKS), proc.stdout[-2000:]
     assert "✗" not in proc.stdout
 
 
@@ -32,7 +33,10 @@ def test_walkthrough_on_embedded_defaults(tmp_path):
     for step in ("strangler scan", "strangler rewrite", "strangler outbox migrate", "strangler keys new",
                  "strangler relay", "the service sent the same 5 e-mails"):
         assert step in proc.stdout
+    # Background commands are printed as a shell takes them: pasteable, the & not quoted.
+    assert "$ strangler relay --db sqlite:///shop.db --router file://./events > logs/relay.log 2>&1 &\n" in proc.stdout
     work = tmp_path / "work"
+    assert (work / "logs" / "relay.log").exists()
     assert (work / "mail" / "notifications.jsonl").read_text() != ""
     assert b"customer0@example.com" not in (work / "events" / "order.jsonl").read_bytes()
 
@@ -84,6 +88,8 @@ def test_a_check_that_does_not_hold_fails_the_walkthrough(tmp_path):
     proc = walkthrough(tmp_path, "nosuchbroker://127.0.0.1:1")
     assert proc.returncode == 1
     assert "✗" in proc.stdout and "Failed:" in proc.stdout
+    # The same number of checks as a run where every one holds.
+    assert re.search(rf"\d+ of {EXPECTED_CHECKS} checks held", proc.stdout), proc.stdout[-2000:]
 
 
 def test_a_work_folder_that_is_not_empty_is_refused_before_anything_runs(tmp_path):

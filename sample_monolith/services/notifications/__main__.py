@@ -18,8 +18,8 @@ private key of notifications (create it with 'strangler keys new notifications')
 Without both, it reads only plaintext events (encrypt_at = "off", development)
 and dead-letters every encrypted one as rejected.
 
-A setup error (a missing key or policy, an unreachable broker) is one line on
-stderr and exit code 2.
+A setup error (a missing key or policy, a database it cannot open, an
+unreachable broker) is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import logging
 import sys
 import threading
 
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import OperationalError
 
 from outbox.crypto import KeyFileError, PolicyError
 from outbox.routers import RouterError
@@ -70,11 +71,24 @@ def main(argv: list[str] | None = None) -> int:
 SETUP_ERRORS = (KeyFileError, PolicyError, RouterError, ValueError)
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Run the consumer and the mail dispatcher until stopped; print the counts."""
-    engine = create_engine(args.db)
+def open_database(url: str) -> Engine:
+    """The service's database, its tables and inbox created; one that cannot be opened is a setup error."""
+    engine = create_engine(url)
     try:
         migrate(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        raise ValueError(f"cannot open the database {url}: {exc.orig}") from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the consumer and the mail dispatcher until stopped; print the counts."""
+    engine = open_database(args.db)
+    try:
         consumer = build_consumer(engine, keys_dir=args.keys_dir, policy=args.policy)
     except BaseException:
         engine.dispose()
@@ -100,9 +114,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def retry_dead_letters(args: argparse.Namespace) -> int:
     """Retry every dead letter through the handler, send the mail it decided; 1 if any is still not handled."""
-    engine = create_engine(args.db)
+    engine = open_database(args.db)
     try:
-        migrate(engine)
         consumer = build_consumer(engine, keys_dir=args.keys_dir, policy=args.policy)
         results = consumer.retry_dead_letters()
         dispatch_mail(engine, args.spool)
