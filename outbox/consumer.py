@@ -42,7 +42,9 @@ import json
 import logging
 import random
 import signal
+import ssl
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import delete, insert, select, update
@@ -53,7 +55,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import tracing
 from .envelope import JOSE_CONTENT_TYPE, Envelope
 from .inbox import dead_letter_table, inbox_table
-from .routers import Delivery, Subscription, masked_url, open_subscription
+from .routers import Delivery, RouterError, Subscription, masked_url, open_subscription
 from .signals import stop_on_signal
 
 log = logging.getLogger("outbox.consumer")
@@ -85,6 +87,10 @@ def refusing_run(why: str) -> Iterator[None]:
 
 #: Wait between attempts to reach the broker again during an outage, in seconds: first, cap (doubling, with jitter).
 OUTAGE_BACKOFF = (0.1, 30.0)
+
+#: How long ``run(until_idle=True)`` tries to reach a broker that is down when it starts before it
+#: raises, in seconds: enough for a broker restarting, not a batch job or a test hanging for ever.
+IDLE_START_PATIENCE = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,7 +422,12 @@ class Consumer:
         returns after that many deliveries. A receive that fails (the broker
         went away) is an outage, not the end: logged, the subscription closed
         and opened again after a backoff with jitter (``OUTAGE_BACKOFF``), for
-        as long as it lasts; ``stop()`` ends the wait.
+        as long as it lasts; ``stop()`` ends the wait. A broker that cannot be
+        reached when ``run`` starts is the same outage (with ``until_idle``,
+        waited out for ``IDLE_START_PATIENCE`` seconds, then raised). What no
+        retry can fix raises at once, before any wait: a malformed URL, an
+        unknown scheme or option, a missing client library, TLS files that
+        cannot be loaded, credentials the broker refused (``is_setup_error``).
         """
         if _run_refused is not None:
             raise RunDuringImport(
@@ -433,22 +444,37 @@ class Consumer:
             reopen = functools.partial(
                 open_subscription, router_url, group=group or self.name, destinations=list(destinations), **options
             )
-            subscription = reopen()  # a mistake in the URL or options fails here, before the loop
         self._stop.clear()
         restore = self._install_signals() if install_signals else {}
         seen = 0
         backoff = 0.0
         outage = 0.0
         refused = 0.0
+        # Opened in the loop: a broker down at start is an outage like any other. Until the first
+        # open succeeds, a mistake in the URL or options (is_setup_error) is raised, not retried.
+        opened = reopen is None
+        begun = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
                     if subscription is None:
                         subscription = reopen()
+                        opened = True
                     deliveries = subscription.receive(max_events=batch, timeout=poll)
                 except Exception as exc:  # the broker went away: nothing in hand, so nothing to ack
                     outage = min(max(outage * 2, OUTAGE_BACKOFF[0]), OUTAGE_BACKOFF[1])
-                    subscription = self._outage(subscription, reopen, router_url, exc, outage)
+                    wait = outage
+                    if not opened:
+                        if is_setup_error(exc):
+                            raise
+                        if until_idle:
+                            left = begun + IDLE_START_PATIENCE - time.monotonic()
+                            if left <= 0:
+                                log.error("%s: broker still unreachable at %s after %.0f s; until_idle gives up: %s",
+                                          self.name, masked_url(router_url), IDLE_START_PATIENCE, _describe(exc))
+                                raise
+                            wait = min(wait, max(left, OUTAGE_BACKOFF[0]))  # the last try near the deadline
+                    subscription = self._outage(subscription, reopen, router_url, exc, wait)
                     continue
                 outage = 0.0
                 if not deliveries and until_idle:
@@ -701,6 +727,57 @@ def is_transient_db_error(exc: BaseException) -> bool:
             and args[0] in TRANSIENT_MYSQL_ERRORS:
         return True  # PyMySQL, mysqlclient and mariadb put the error number first
     return type(exc).__name__ == "OperationalError" and "database is locked" in str(exc)  # SQLite
+
+
+#: Names of the broker clients' "credentials refused" errors (redis-py, pika, nats-py): not imported,
+#: since only the client the URL names is installed.
+_AUTH_ERRORS = frozenset({
+    "AuthenticationError", "AuthenticationWrongNumberOfArgsError", "ProbableAuthenticationError",
+    "AuthorizationError",
+})
+#: TLS errors of a connection cut or a server certificate refused: the broker's moment or its side to fix.
+_TLS_TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError,
+                  ssl.SSLWantWriteError, ssl.SSLCertVerificationError)
+
+
+def is_setup_error(exc: BaseException) -> bool:
+    """True when opening a subscription failed for a reason no retry can fix; False for an outage.
+
+    Setup errors: a ``RouterError`` raised by the router's own checks, before
+    any connection (no underlying cause: an unknown scheme or option, a URL
+    with no scheme, no destination, TLS options on a plain URL); a malformed
+    URL or option value (``ValueError``, ``TypeError``); a missing client
+    library (``ImportError``); TLS files that cannot be read or loaded (a
+    missing file, not a certificate or key, TLS spoken to a plain port); and
+    credentials the broker refused. Everything else (connection refused or
+    reset, a timeout, a host name not resolving yet, a broker still loading)
+    is an outage: ``Consumer.run`` waits it out.
+    """
+    first: BaseException | None = exc
+    if isinstance(exc, RouterError):
+        first = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if first is None:  # the router's own check (``raise RouterError(...) from None`` too)
+            return True
+    if isinstance(first, (ImportError, ValueError, TypeError)):
+        return True
+    for link in _chain(exc):
+        if isinstance(link, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+            return True  # a TLS file named in the URL or options
+        if isinstance(link, ssl.SSLError) and not isinstance(link, _TLS_TRANSIENT):
+            return True  # a file that is no certificate or key, or TLS to a plain port
+        if type(link).__name__ in _AUTH_ERRORS:
+            return True
+    return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from, or while handling."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
 
 
 class BrokerLost(Exception):

@@ -213,7 +213,11 @@ def test_a_consumer_whose_database_is_unreachable_gives_the_event_back(tmp_path)
     assert outcomes == ["nack"]  # redelivered later: not lost
 
 
-def test_a_consumer_with_an_unreachable_broker_says_which(sqlite_url):
+def test_a_consumer_with_an_unreachable_broker_says_which(sqlite_url, monkeypatch):
+    """A long-running consumer waits the outage out (test_consumer_start); one run until idle gives up, naming it."""
+    import outbox.consumer
+
+    monkeypatch.setattr(outbox.consumer, "IDLE_START_PATIENCE", 0.5)
     consumer = Consumer("billing", sa.create_engine(sqlite_url))
     with pytest.raises(RouterError, match="127.0.0.1:1"):
-        consumer.run("redis://127.0.0.1:1/0", destinations=["order"], install_signals=False)
+        consumer.run("redis://127.0.0.1:1/0", destinations=["order"], install_signals=False, until_idle=True)

@@ -51,7 +51,8 @@ def test_run_survives_a_redis_outage_and_handles_what_comes_after(own_redis, sql
     assert sorted(handled) == list(range(6))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM strangler_inbox WHERE outcome = 'handled'")).scalar() == 6
-    assert consumer.stats.handled == 6 and consumer.stats.total() == 6
+    # The kill may race the third event's ack (its commit done): it comes again as a duplicate, no second effect.
+    assert consumer.stats.handled == 6 and consumer.stats.total() == 6 + consumer.stats.duplicate
     outage_lines = [r.getMessage() for r in caplog.records if "broker unreachable" in r.getMessage()]
     assert outage_lines and all(url.split("/0")[0].split("//")[1] in line for line in outage_lines)
     engine.dispose()
