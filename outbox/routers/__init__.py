@@ -30,6 +30,7 @@ __all__ = [
     "open_router",
     "open_subscription",
     "router_class",
+    "supports_ephemeral",
 ]
 
 
@@ -88,16 +89,43 @@ def open_router(url: str, *, destinations: Destinations | None = None, **options
 
 
 def open_subscription(
-    url: str, *, group: str, destinations: Iterable[str], **options: Any
+    url: str, *, group: str, destinations: Iterable[str], ephemeral: bool = False, **options: Any
 ) -> Subscription:
-    """Open the consumer side of the router for ``url``, reading ``destinations`` as ``group``."""
+    """Open the consumer side of the router for ``url``, reading ``destinations`` as ``group``.
+
+    ``ephemeral=True`` opens a group that lives only as long as this
+    subscription (``strangler events tail``'s): it starts where a new group
+    would, and leaves nothing on the broker once closed, and as little as the
+    broker allows when the process is killed (an exclusive RabbitMQ queue, an
+    ephemeral JetStream consumer, a clean MQTT session, no Redis group, no file
+    offsets). Its acks are kept only for its own lifetime. It creates no
+    destination either: where the broker needs one to read it (a RabbitMQ
+    exchange, a JetStream stream), a missing one is an error. Only a router
+    whose class sets ``EPHEMERAL_GROUPS = True`` is asked for one (its
+    ``subscribe`` then gets ``ephemeral=True``); for any other, this raises
+    ``RouterError`` rather than leave a durable group behind unannounced.
+    """
     url, prefix = split_destination_prefix(url)
     cls = router_class(url)
     subscribe = getattr(cls, "subscribe", None)
     if subscribe is None:
         raise RouterError(f"the router for {masked_url(url)!r} has no consumer side")
+    if ephemeral:
+        if not supports_ephemeral(cls):
+            raise RouterError(
+                f"the router for {masked_url(url)!r} ({cls.__module__}.{cls.__qualname__}) cannot open an "
+                "ephemeral group: it does not set EPHEMERAL_GROUPS = True; open a named group and delete it "
+                "on the broker when done"
+            )
+        options["ephemeral"] = True
     if prefix and getattr(cls, "GROUP_NAMES_ARE_GLOBAL", False):
         # The group names a broker-wide object (a RabbitMQ queue, an MQTT session): without the
         # prefix, two environments' groups of one name would share it and read each other's events.
         group = prefix + group
     return subscribe(url, group=group, destinations=[prefix + d for d in destinations], **options)
+
+
+def supports_ephemeral(router: str | type) -> bool:
+    """Whether the router (its URL or class) opens ephemeral groups (``open_subscription(..., ephemeral=True)``)."""
+    cls = router_class(router) if isinstance(router, str) else router
+    return getattr(cls, "EPHEMERAL_GROUPS", False) is True

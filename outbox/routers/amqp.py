@@ -24,14 +24,23 @@ Options (keyword or URL query): ``max_bytes``, ``confirm_timeout`` (seconds,
 default 30), ``ca_file``, ``cert_file``, ``key_file`` (TLS, with ``amqps://``).
 
 Consumer side: a durable queue named after the group, bound with ``#`` to each
-destination's exchange; ``ack`` is ``basic.ack``, ``nack`` requeues.
+destination's exchange; ``ack`` is ``basic.ack``, ``nack`` requeues. An
+ephemeral group (``open_subscription(..., ephemeral=True)``) is an exclusive,
+non-durable queue instead: RabbitMQ deletes it when its connection closes, also
+when the process is killed; it binds only to exchanges that exist already.
+
+Errors name pika's underlying reason (``describe_error``: its connection errors
+have an empty text, the cause being in their arguments), and pika's own log
+records are quietened (``quiet_pika``): the router reports failures itself,
+once, where pika logs eight lines and a traceback per connection attempt.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..envelope import Envelope
 from .base import NOT_A_CLOUDEVENT, Delivery, Destinations, PublishResult, RouterError, raw_message
@@ -42,8 +51,66 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 PREFIX = "cloudEvents_"
 
 
+#: The level ``quiet_pika`` gives pika's loggers: only a crash of pika itself gets through.
+PIKA_LOG_LEVEL = logging.CRITICAL
+
+
+def quiet_pika() -> None:
+    """Keep pika's log records out of the application's log, unless the application set pika's level itself.
+
+    pika logs every failed connection attempt at ERROR, as eight lines and a
+    traceback, while the router already reports the failure (a publish result,
+    a ``RouterError``, the consumer's one warning per outage). The ``pika``
+    logger's level is raised only while it is unset (``NOTSET``): an
+    application that set it, or a level on one of pika's module loggers, keeps
+    what it chose.
+    """
+    logger = logging.getLogger("pika")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(PIKA_LOG_LEVEL)
+
+
+def describe_error(exc: BaseException, url: str = "") -> str:
+    """Return ``<type>: <reason>`` for a pika exception, with the cause pika wraps in its arguments.
+
+    ``AMQPConnectionError`` prints as nothing: its reason is an argument, an
+    ``AMQPConnectorSocketConnectError`` holding a ``ConnectionRefusedError``, or
+    an ``AMQPConnectionWorkflowFailed`` holding the error of each attempt. The
+    URL's password, should any text carry it, is shown as ``***``.
+    """
+    text = str(exc).strip()
+    if not text or text in ("()", "''"):
+        causes = _causes(exc)
+        text = "; ".join(causes) if causes else "no reason given"
+    password = urlsplit(url).password if url else None
+    if password and len(password) >= 4:  # a shorter one would hide ordinary words
+        for secret in {password, unquote(password)}:
+            text = text.replace(secret, "***")
+    return f"{type(exc).__name__}: {text}"
+
+
+def _causes(exc: BaseException, depth: int = 0) -> list[str]:
+    """The innermost errors inside a pika exception, as ``<type>: <text>``; distinct, in order."""
+    if isinstance(getattr(exc, "exception", None), BaseException):  # AMQPConnector*Error
+        inner = [exc.exception]
+    elif getattr(exc, "exceptions", None):  # AMQPConnectionWorkflowFailed: one per attempt
+        inner = list(exc.exceptions)
+    else:
+        inner = [arg for arg in exc.args if isinstance(arg, BaseException)]
+    if not inner or depth > 5:
+        text = str(exc).strip()
+        return [f"{type(exc).__name__}: {text}" if text else type(exc).__name__] if depth else []
+    out: list[str] = []
+    for cause in inner:
+        for text in _causes(cause, depth + 1):
+            if text not in out:
+                out.append(text)
+    return out
+
+
 def _parameters(url: str, opts: dict):
     pika = require("pika", "rabbitmq", urlsplit(url).scheme)
+    quiet_pika()
     scheme = urlsplit(url).scheme
     try:
         params = pika.URLParameters(url)
@@ -81,6 +148,9 @@ def envelope_of(properties, body: bytes) -> Envelope:
 
 class AmqpRouter:
     """Publishes to RabbitMQ topic exchanges with publisher confirms awaited per batch."""
+
+    #: ``open_subscription(..., ephemeral=True)`` opens an exclusive queue, deleted with its connection.
+    EPHEMERAL_GROUPS = True
 
     #: The consumer group names a broker-wide object, so ``destination_prefix`` prefixes it too.
     GROUP_NAMES_ARE_GLOBAL = True
@@ -214,7 +284,7 @@ class AmqpRouter:
             raise
         except Exception as exc:  # connection or channel lost: whatever is unconfirmed is transient
             self._drop()
-            error = f"rabbitmq: {type(exc).__name__}: {exc}"
+            error = f"rabbitmq: {describe_error(exc, self.url)}"
         else:
             if self._pending:
                 error = "rabbitmq: no publisher confirm within the timeout"
@@ -234,32 +304,61 @@ class AmqpRouter:
         self._drop()
 
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> AmqpSubscription:
-        """Consume ``destinations`` (exchanges) through the durable queue ``group``."""
-        return AmqpSubscription(url, group, destinations, **options)
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], ephemeral: bool = False,
+                  **options) -> AmqpSubscription:
+        """Consume ``destinations`` (exchanges) through the durable queue ``group`` (exclusive if ``ephemeral``)."""
+        return AmqpSubscription(url, group, destinations, ephemeral=ephemeral, **options)
 
 
 class AmqpSubscription:
-    """A durable RabbitMQ queue bound to the destinations' exchanges."""
+    """A durable RabbitMQ queue bound to the destinations' exchanges; ephemeral: an exclusive one."""
 
-    def __init__(self, url: str, group: str, destinations: list[str], **options):
+    def __init__(self, url: str, group: str, destinations: list[str], *, ephemeral: bool = False, **options):
         if not destinations:
             raise RouterError(f"{masked_url(url)}: name at least one destination (exchange) to read")
         self.url, opts = split_options(url, options, OPTIONS)
+        prefetch = as_int(opts.get("prefetch", 500), "prefetch", url)
         self.pika, params = _parameters(self.url, opts)
         try:
             self.connection = self.pika.BlockingConnection(params)
         except Exception as exc:
-            raise RouterError(f"{masked_url(url)}: cannot connect: {type(exc).__name__}: {exc}") from exc
-        self.channel = self.connection.channel()
-        self.channel.basic_qos(prefetch_count=as_int(opts.get("prefetch", 500), "prefetch", url))
+            raise RouterError(f"{masked_url(url)}: cannot connect: {describe_error(exc, self.url)}") from exc
         self.queue = group
-        self.channel.queue_declare(group, durable=True)
-        for exchange in destinations:
-            self.channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-            self.channel.queue_bind(group, exchange, routing_key="#")
+        self.ephemeral = ephemeral
         self._buffer: list[Delivery] = []
-        self.channel.basic_consume(group, self._on_message)
+        try:
+            self.channel = self.connection.channel()
+            self.channel.basic_qos(prefetch_count=prefetch)
+            if ephemeral:
+                self._check_exchanges(destinations)
+                # Exclusive: deleted by RabbitMQ when this connection closes, however the process ends.
+                self.channel.queue_declare(group, durable=False, exclusive=True, auto_delete=True)
+            else:
+                self.channel.queue_declare(group, durable=True)
+            for exchange in destinations:
+                if not ephemeral:
+                    self.channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+                self.channel.queue_bind(group, exchange, routing_key="#")
+            self.channel.basic_consume(group, self._on_message)
+        except RouterError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise RouterError(f"{masked_url(url)}: cannot open queue {group!r}: {describe_error(exc, self.url)}") from exc
+
+    def _check_exchanges(self, destinations: list[str]) -> None:
+        """Raise ``RouterError`` naming the first destination without an exchange (an ephemeral group creates none)."""
+        for exchange in destinations:
+            try:
+                self.channel.exchange_declare(exchange, exchange_type="topic", passive=True)
+            except self.pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                raise RouterError(
+                    f"{masked_url(self.url)}: no exchange {exchange!r}: nothing was published to that destination "
+                    "yet, or its name is misspelt"
+                ) from None
 
     def _on_message(self, channel, method, properties, body) -> None:
         tag = method.delivery_tag

@@ -21,6 +21,10 @@ group, keyed by URL scheme. Its guarantees, which the relay relies on and
   error: the relay retries them after the failed one, so the key's order holds.
 * A router is used from one thread at a time; ``close()`` releases its
   connections and may be called twice.
+* A router whose class sets ``EPHEMERAL_GROUPS = True`` takes
+  ``subscribe(..., ephemeral=True)``: a group that lives only as long as that
+  subscription and leaves nothing on the broker once closed
+  (``open_subscription`` in ``outbox.routers`` says more).
 """
 
 from __future__ import annotations

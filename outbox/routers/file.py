@@ -6,6 +6,8 @@ append is reported published only after ``fsync``. Several relays may append
 at once: each batch takes an exclusive ``flock`` on the file. Consumers keep
 their read offset per group in ``.groups/<group>/<destination>.offset``,
 written after ack, so a restarted consumer resumes where it acknowledged.
+An ephemeral group (``open_subscription(..., ephemeral=True)``) keeps its
+offsets in memory only: nothing is written under ``.groups``.
 
 Options (keyword or URL query, ``file://./events?max_bytes=1048576``):
 ``max_bytes`` (default 16 MiB; a longer line fails permanently before it is
@@ -99,24 +101,30 @@ class FileRouter:
     def close(self) -> None:
         """Nothing to release: files are opened per batch."""
 
+    #: ``open_subscription(..., ephemeral=True)`` keeps the group's offsets in memory: nothing is written.
+    EPHEMERAL_GROUPS = True
+
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> "FileSubscription":
-        """Open a consumer group over the files of ``destinations``."""
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], ephemeral: bool = False,
+                  **options) -> "FileSubscription":
+        """Open a consumer group over the files of ``destinations``; ``ephemeral``: offsets in memory only."""
         url, _ = split_options(url, options, OPTIONS)
-        return FileSubscription(folder_of(url), group, destinations)
+        return FileSubscription(folder_of(url), group, destinations, ephemeral=ephemeral)
 
 
 class FileSubscription:
     """Tails destination files for one consumer group, resuming at the acknowledged offset."""
 
-    def __init__(self, folder: Path, group: str, destinations: list[str]):
+    def __init__(self, folder: Path, group: str, destinations: list[str], *, ephemeral: bool = False):
         if not destinations:
             raise RouterError("file subscription: name at least one destination")
         self.folder = folder
         self.group_dir = folder / ".groups" / _SAFE.sub("_", group)
-        self.group_dir.mkdir(parents=True, exist_ok=True)
+        self.ephemeral = ephemeral
+        if not ephemeral:
+            self.group_dir.mkdir(parents=True, exist_ok=True)
         self.destinations = list(destinations)
-        self._read_pos = {d: self._committed(d) for d in self.destinations}
+        self._read_pos = {d: 0 if ephemeral else self._committed(d) for d in self.destinations}
         # Per destination: [start, end, acked] of deliveries handed out and not yet committed.
         self._inflight: dict[str, list[list]] = {d: [] for d in self.destinations}
 
@@ -134,7 +142,7 @@ class FileSubscription:
         advanced = None
         while inflight and inflight[0][2]:
             advanced = inflight.pop(0)[1]
-        if advanced is not None:
+        if advanced is not None and not self.ephemeral:
             path = self._offset_path(destination)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(str(advanced))

@@ -19,7 +19,10 @@ Options (keyword or URL query): ``ack_timeout`` (seconds, default 30),
 Consumer side: a persistent session (client id = the group, clean start off,
 one-day expiry) subscribed with QoS 1 to each destination topic; acks are
 manual (``ack`` sends the PUBACK). MQTT has no negative ack: an unacked
-message is delivered again when the session reconnects.
+message is delivered again when the session reconnects. An ephemeral group
+(``open_subscription(..., ephemeral=True)``) is a clean session (clean start,
+session expiry 0): the broker drops it when the connection ends, however the
+process ends.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ class MqttRouter:
 
     #: The consumer group names a broker-wide object, so ``destination_prefix`` prefixes it too.
     GROUP_NAMES_ARE_GLOBAL = True
+    #: ``open_subscription(..., ephemeral=True)`` opens a clean session, dropped when it disconnects.
+    EPHEMERAL_GROUPS = True
 
     def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
         self.url, opts = split_options(url, options, OPTIONS)
@@ -177,19 +182,21 @@ class MqttRouter:
             self.client.loop_stop()
 
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> MqttSubscription:
-        """Subscribe to ``destinations`` (topics) in the persistent session ``group``."""
-        return MqttSubscription(url, group, destinations, **options)
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], ephemeral: bool = False,
+                  **options) -> MqttSubscription:
+        """Subscribe to ``destinations`` (topics) in the session ``group``: persistent, or clean if ``ephemeral``."""
+        return MqttSubscription(url, group, destinations, ephemeral=ephemeral, **options)
 
 
 class MqttSubscription:
     """A persistent MQTT 5 session with manual QoS 1 acks."""
 
-    def __init__(self, url: str, group: str, destinations: list[str], **options):
+    def __init__(self, url: str, group: str, destinations: list[str], *, ephemeral: bool = False, **options):
         if not destinations:
             raise RouterError(f"{masked_url(url)}: name at least one destination (topic) to read")
         self.url, opts = split_options(url, options, OPTIONS)
-        self.mqtt, self.client, (host, port, props) = _client(self.url, opts, group, clean_start=False)
+        self.ephemeral = ephemeral
+        self.mqtt, self.client, (host, port, props) = _client(self.url, opts, group, clean_start=ephemeral)
         self.client.manual_ack_set(True)
         self._queue: queue.Queue = queue.Queue()
         self._subscribed = threading.Event()
@@ -198,7 +205,7 @@ class MqttSubscription:
         topics = [(d, 1) for d in destinations]
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics) if not rc.is_failure else None
         try:
-            self.client.connect(host, port, keepalive=30, clean_start=False, properties=props)
+            self.client.connect(host, port, keepalive=30, clean_start=ephemeral, properties=props)
         except OSError as exc:
             raise RouterError(f"{masked_url(url)}: cannot connect: {exc}") from exc
         self.client.loop_start()
@@ -235,6 +242,6 @@ class MqttSubscription:
         return Delivery(envelope=envelope, destination=msg.topic, redelivered=bool(msg.dup), _ack=ack)
 
     def close(self) -> None:
-        """Disconnect, keeping the session: unacked messages come again at the next connection."""
+        """Disconnect, keeping a persistent session (unacked messages come again at the next connection)."""
         self.client.disconnect()
         self.client.loop_stop()

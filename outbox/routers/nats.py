@@ -22,7 +22,11 @@ Options (keyword or URL query): ``ack_timeout`` (seconds, default 30),
 ``rewind`` (default on, ``rewind=0`` turns it off).
 
 Consumer side: a durable pull consumer named after the group on each
-destination's stream; ``ack`` acks, ``nack`` asks for redelivery.
+destination's stream; ``ack`` acks, ``nack`` asks for redelivery. An
+ephemeral group (``open_subscription(..., ephemeral=True)``) is an ephemeral
+pull consumer of that name instead, deleted on ``close`` and by the server
+after ``EPHEMERAL_INACTIVE`` seconds without a pull (a process killed); it
+reads only streams that exist already and is never rewound.
 
 Rewind: JetStream gives a dead consumer's unacked messages back only after
 ``ack_wait``, behind the newer ones its restarted process already pulled, so
@@ -52,6 +56,8 @@ from .base import NOT_A_CLOUDEVENT, Delivery, Destinations, PublishResult, Route
 from .common import TLS_OPTIONS, KeyGate, masked_url, require, split_options, tls_context, too_large
 
 OPTIONS = ("ack_timeout", "max_bytes", "duplicate_window", "rewind", *TLS_OPTIONS)
+#: Seconds without a pull after which the server deletes an ephemeral group's consumer.
+EPHEMERAL_INACTIVE = 30.0
 _TLS_SCHEMES = ("tls", "nats+tls")
 
 
@@ -212,6 +218,9 @@ class _Client:
 class NatsRouter:
     """Publishes to JetStream with acks awaited per batch."""
 
+    #: ``open_subscription(..., ephemeral=True)`` opens ephemeral consumers, deleted on close or when inactive.
+    EPHEMERAL_GROUPS = True
+
     def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
         self.url, opts = split_options(url, options, OPTIONS)
         self.destinations = destinations or Destinations()
@@ -297,48 +306,64 @@ class NatsRouter:
         self.client.close()
 
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> NatsSubscription:
-        """Read ``destinations`` (streams) through durable pull consumers named ``group``."""
-        return NatsSubscription(url, group, destinations, **options)
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], ephemeral: bool = False,
+                  **options) -> NatsSubscription:
+        """Read ``destinations`` (streams) through pull consumers named ``group``: durable, or ``ephemeral``."""
+        return NatsSubscription(url, group, destinations, ephemeral=ephemeral, **options)
 
 
 class NatsSubscription:
     """Durable JetStream pull consumers, one per destination stream."""
 
-    def __init__(self, url: str, group: str, destinations: list[str], **options):
+    def __init__(self, url: str, group: str, destinations: list[str], *, ephemeral: bool = False, **options):
         if not destinations:
             raise RouterError(f"{masked_url(url)}: name at least one destination (stream) to read")
         self.url, opts = split_options(url, options, OPTIONS)
         self.client = _Client(self.url, opts)
         self.group = group
         self.destinations = list(destinations)
+        self.ephemeral = ephemeral
         self.rewind = str(opts.get("rewind", "1")).strip().lower() not in ("0", "false", "no", "off")
+        self.subs: list = []
         #: stream → the last stream sequence delivered before a rewind: anything up to it comes again.
         self.rewound: dict[str, int] = {}
         try:
-            self.subs = self.client.loop.run(self._open(), timeout=30)
+            self.client.loop.run(self._open(), timeout=30)
         except Exception as exc:
-            self.client.close()
+            self.close()
+            if isinstance(exc, RouterError):
+                raise
             raise RouterError(f"{masked_url(url)}: cannot open consumer {group!r}: {type(exc).__name__}: {exc}") from exc
 
-    async def _open(self):
+    async def _open(self) -> None:
         js = await self.client.connect()
         errors = self.client.nats.js.errors
-        from nats.js.api import StreamConfig
+        from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-        subs = []
         for name in self.destinations:
             try:
                 await js.stream_info(name)
             except errors.NotFoundError:
+                if self.ephemeral:  # creates nothing that would outlive it
+                    raise RouterError(
+                        f"{masked_url(self.url)}: no stream {name!r}: nothing was published to that destination "
+                        "yet, or its name is misspelt"
+                    ) from None
                 try:
                     await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.>"]))
                 except errors.BadRequestError:
                     pass
+            if self.ephemeral:
+                # A name but no durable name: ephemeral, gone after inactive_threshold without a pull.
+                await js.add_consumer(name, ConsumerConfig(
+                    name=self.group, ack_policy=AckPolicy.EXPLICIT, filter_subject=f"{name}.>",
+                    inactive_threshold=EPHEMERAL_INACTIVE,
+                ))
+                self.subs.append((name, await js.pull_subscribe_bind(consumer=self.group, stream=name)))
+                continue
             if self.rewind:
                 await self._rewind(js, name)
-            subs.append((name, await js.pull_subscribe(f"{name}.>", durable=self.group, stream=name)))
-        return subs
+            self.subs.append((name, await js.pull_subscribe(f"{name}.>", durable=self.group, stream=name)))
 
     async def _rewind(self, js, stream: str) -> None:
         """Restart the durable consumer at its ack floor if a previous process left messages unacked.
@@ -396,6 +421,23 @@ class NatsSubscription:
         """Return up to ``max_events`` deliveries, waiting at most about ``timeout``."""
         return self.client.loop.run(self._fetch(max_events, timeout), timeout=timeout + 30)
 
+    async def _delete_consumers(self) -> None:
+        """Delete the ephemeral group's consumers (the server would, after ``EPHEMERAL_INACTIVE``)."""
+        for name, _ in self.subs:
+            try:
+                await self.client.js.delete_consumer(name, self.group)
+            except Exception:  # gone already, or the server out of reach: inactivity removes it
+                pass
+
     def close(self) -> None:
-        """Close the connection; unacked messages come first when the group opens again (rewind)."""
+        """Close the connection, deleting an ephemeral group's consumers; safe twice.
+
+        A durable group's unacked messages come first when it opens again (rewind).
+        """
+        if self.ephemeral and self.subs and self.client.js is not None and not self.client.loop.loop.is_closed():
+            try:
+                self.client.loop.run(self._delete_consumers(), timeout=10)
+            except Exception:
+                pass
+            self.subs = []
         self.client.close()

@@ -14,6 +14,11 @@ of the relay's work on an event; the replies are read by redis-py. ``maxlen`` ca
 Options (keyword or URL query): ``maxlen``, ``max_bytes`` (default 64 MiB),
 ``ca_file``, ``cert_file``, ``key_file`` (TLS, with ``rediss://``).
 
+Ephemeral subscriptions (``open_subscription(..., ephemeral=True)``, what
+``strangler events tail`` opens) create no group: ``XREAD`` from the start of
+each stream, with the read position kept in the process (``EphemeralRedisSubscription``),
+so nothing is left on Redis however the process ends.
+
 Consumer side: a consumer group per service (``XREADGROUP``), created at the
 start of the stream so nothing published before the first subscribe is missed;
 ``ack`` is ``XACK``. Each subscription is a consumer of its own in the group
@@ -153,6 +158,9 @@ def _text(value: bytes | str) -> str:
 class RedisRouter:
     """Appends events to Redis Streams with one pipelined round trip per batch."""
 
+    #: ``open_subscription(..., ephemeral=True)`` reads with ``XREAD``: no group is created at all.
+    EPHEMERAL_GROUPS = True
+
     def __init__(self, url: str, *, destinations: Destinations | None = None, **options):
         self.url, opts = split_options(url, options, OPTIONS)
         self.destinations = destinations or Destinations()
@@ -219,8 +227,11 @@ class RedisRouter:
             self.client.close()
 
     @classmethod
-    def subscribe(cls, url: str, *, group: str, destinations: list[str], **options) -> RedisSubscription:
-        """Read ``destinations`` (streams) as consumer group ``group``."""
+    def subscribe(cls, url: str, *, group: str, destinations: list[str], ephemeral: bool = False,
+                  **options) -> RedisSubscription | EphemeralRedisSubscription:
+        """Read ``destinations`` (streams) as consumer group ``group``; ``ephemeral``: as a reader of its own."""
+        if ephemeral:
+            return EphemeralRedisSubscription(url, group, destinations, **options)
         return RedisSubscription(url, group, destinations, **options)
 
 
@@ -550,3 +561,73 @@ class RedisSubscription:
                 start = "(" + _text(ids[-1])
         except self.redis.ResponseError:
             return  # stream or group deleted meanwhile: nothing to leave
+
+
+def _entry_id(value: bytes | str) -> tuple[int, int]:
+    """A stream entry id as (milliseconds, sequence), for comparing ids."""
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)
+
+
+class EphemeralRedisSubscription:
+    """An ephemeral group: ``XREAD`` from the start of each stream, the position kept in this process only.
+
+    Nothing is created on Redis (no group, no consumer, no stream: a stream
+    that does not exist yet reads as empty until the relay adds to it), so a
+    process killed while reading leaves nothing behind. ``ack`` changes
+    nothing; ``nack`` moves the stream's position back before that entry, so it
+    and every later one are read again.
+    """
+
+    def __init__(self, url: str, group: str, destinations: list[str], **options):
+        if not destinations:
+            raise RouterError(f"{masked_url(url)}: name at least one destination (stream) to read")
+        self.url, opts = split_options(url, options, OPTIONS)
+        self.redis, self.client = _client(self.url, opts)
+        self.group = group
+        self.streams = list(destinations)
+        #: Per stream, the id after which the next XREAD reads; the highest id delivered so far.
+        self.position: dict[str, str] = {s: "0-0" for s in self.streams}
+        self._delivered: dict[str, tuple[int, int]] = {s: (0, 0) for s in self.streams}
+        self._closed = False
+        try:
+            self.client.ping()
+        except (self.redis.ConnectionError, self.redis.TimeoutError) as exc:
+            self.client.close()
+            raise RouterError(f"{masked_url(url)}: redis unreachable: {exc}") from exc
+
+    def receive(self, max_events: int = 100, timeout: float = 1.0) -> list[Delivery]:
+        """Return up to ``max_events`` entries after the streams' positions, waiting at most ``timeout``."""
+        replies = self.client.xread(dict(self.position), count=max_events, block=max(1, int(timeout * 1000)))
+        out: list[Delivery] = []
+        for stream, entries in replies or []:
+            stream = _text(stream)
+            for entry_id, fields in entries:
+                if len(out) >= max_events:
+                    break
+                previous, entry_id = self.position[stream], _text(entry_id)
+                self.position[stream] = entry_id
+                number = _entry_id(entry_id)
+                redelivered = number <= self._delivered[stream]
+                self._delivered[stream] = max(number, self._delivered[stream])
+                nack = lambda s=stream, p=previous: self._rewind(s, p)  # noqa: E731
+                try:
+                    envelope = envelope_of(fields)
+                except NOT_A_CLOUDEVENT as exc:
+                    out.append(Delivery.unreadable(
+                        _raw_entry(fields), exc, stream, location=f"stream {stream} entry {entry_id}",
+                        ack=None, nack=nack, redelivered=redelivered,
+                    ))
+                    continue
+                out.append(Delivery(envelope=envelope, destination=stream, redelivered=redelivered, _nack=nack))
+        return out
+
+    def _rewind(self, stream: str, position: str) -> None:
+        if _entry_id(position) < _entry_id(self.position[stream]):
+            self.position[stream] = position
+
+    def close(self) -> None:
+        """Close the connections; there is nothing on Redis to remove. Safe twice."""
+        if not self._closed:
+            self._closed = True
+            self.client.close()

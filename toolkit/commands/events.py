@@ -1,7 +1,10 @@
 """``strangler events``: look at the events on a router, decrypt one, replay the outbox, trace one.
 
-``tail`` reads with a throw-away consumer group and never acknowledges, so it
-never takes events from a real consumer. Without ``--key`` it shows the
+``tail`` reads with a throw-away consumer group of its own, so it never takes
+events from a real consumer. The group is ephemeral
+(``open_subscription(..., ephemeral=True)``): nothing of it is left on the
+broker once tail ends, whether by --count, at the end of the events, by
+Ctrl-C or SIGTERM, and as little as the broker allows if it is killed. Without ``--key`` it shows the
 attributes and who an encrypted event is for; with ``--key`` (a service's
 private key file, mode 0600) it decrypts, and verifies the signature when the
 producer's public key is in the keys folder. ``replay`` publishes published
@@ -10,9 +13,12 @@ outbox rows again, as the relay would (``outbox.replay``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import uuid
 
 import click
@@ -138,6 +144,28 @@ _POLICY = click.option(
 )
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts(ignore: bool = False):
+    """Within: SIGTERM raises KeyboardInterrupt as Ctrl-C does, so tail closes its subscription; with
+    ``ignore``, SIGINT and SIGTERM are held off instead (for the close). Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signums = (signal.SIGINT, signal.SIGTERM) if ignore else (signal.SIGTERM,)
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in signums:
+        signal.signal(signum, signal.SIG_IGN if ignore else interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 def _policy_path(given: str | None, config) -> str | None:
     """``--policy``, else the configured policy file where it exists."""
     if given:
@@ -160,7 +188,8 @@ def tail_command(ctx, router_url, destinations, key_files, keys_dir, policy, cou
     """Show events on a router; with --key, decrypted and verified.
 
     \b
-    Reads with a throw-away consumer group and never acknowledges.
+    Reads with a throw-away consumer group of its own; the group is
+    ephemeral, so nothing of it stays on the broker after tail ends.
     Exit code 1 if an event failed verification or decryption.
 
     \b
@@ -169,38 +198,52 @@ def tail_command(ctx, router_url, destinations, key_files, keys_dir, policy, cou
       strangler events tail --router redis://127.0.0.1:6379/0 --destination order \\
           --key .strangler/keys/billing-1.private.jwk --json
     """
-    from outbox.routers import RouterError, masked_url, open_subscription
+    from outbox.routers import RouterError, masked_url, open_subscription, supports_ephemeral
 
     config = load(ctx, router=router_url, crypto__keys_dir=keys_dir)
     opener = _opener(key_files, config.crypto.keys_dir, _policy_path(policy, config))
     group = f"strangler-tail-{uuid.uuid4().hex[:8]}"
     try:
-        subscription = open_subscription(config.router, group=group, destinations=list(destinations))
+        # Ephemeral: the group goes with the subscription. A third-party router without ephemeral
+        # groups still works, with a durable group the user is told about.
+        ephemeral = supports_ephemeral(config.router)
+        if not ephemeral:
+            click.echo(f"note: the {config.router.split(':', 1)[0]}:// router has no ephemeral groups: "
+                       f"the consumer group {group!r} stays on the broker; delete it when done", err=True)
+        subscription = open_subscription(config.router, group=group, destinations=list(destinations),
+                                         ephemeral=ephemeral)
     except RouterError as exc:
         raise click.UsageError(str(exc)) from None
     seen, failed = 0, 0
     try:
-        while count is None or seen < count:
-            deliveries = subscription.receive(max_events=100, timeout=1.0)
-            if not deliveries and not follow:
-                break
-            for delivery in deliveries:
-                if delivery.envelope is None:
-                    shown, ok = {"destination": delivery.destination, "location": delivery.location,
-                                 "unreadable": delivery.malformed}, False
-                else:
-                    shown, ok = _describe(delivery.envelope, opener)
-                failed += not ok
-                _echo(shown, as_json)
-                seen += 1
-                if count is not None and seen >= count:
+        with _sigterm_interrupts():
+            while count is None or seen < count:
+                deliveries = subscription.receive(max_events=100, timeout=1.0)
+                if not deliveries and not follow:
                     break
+                for delivery in deliveries:
+                    if delivery.envelope is None:
+                        shown, ok = {"destination": delivery.destination, "location": delivery.location,
+                                     "unreadable": delivery.malformed}, False
+                    else:
+                        shown, ok = _describe(delivery.envelope, opener)
+                    failed += not ok
+                    _echo(shown, as_json)
+                    if ephemeral:
+                        # Its own group, gone with it: acking takes nothing from anyone, and keeps the
+                        # broker from stalling at its unacked limit (RabbitMQ's prefetch, JetStream's
+                        # max_ack_pending) or sending events again after ack_wait.
+                        delivery.ack()
+                    seen += 1
+                    if count is not None and seen >= count:
+                        break
     except KeyboardInterrupt:
         pass
     except RouterError as exc:
         raise Problems(str(exc)) from None
     finally:
-        subscription.close()
+        with _sigterm_interrupts(ignore=True):  # a second Ctrl-C or SIGTERM does not cut the clean-up short
+            subscription.close()
     if not seen:  # say so: a misspelt destination or folder reads as nothing at all
         click.echo(f"no events on {', '.join(destinations)} at {masked_url(config.router)}", err=True)
     if failed:
