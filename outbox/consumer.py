@@ -611,7 +611,9 @@ class Consumer:
         try:
             envelope = Envelope.from_json(letter["event"])
         except Exception as exc:  # a malformed message: kept for a person to read, never handled
-            return came_to("unreadable", _describe(exc))
+            # What it keeps is the message as the broker gave it (headers, then body), not a JSON
+            # CloudEvent: the error to show is why it was refused when it came, not a new parse's.
+            return came_to("unreadable", letter.get("error") or _describe(exc))
         func = self.handler_for(envelope.type)
         if func is None:
             return came_to("ignored", f"consumer {self.name} has no handler for {envelope.type}")

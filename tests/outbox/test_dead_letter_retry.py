@@ -164,6 +164,7 @@ def test_a_message_that_is_not_a_cloudevent_is_unreadable_and_kept_for_a_person(
     [retried] = consumer.retry_dead_letters()
 
     assert (retried.outcome, retried.reason) == ("unreadable", "malformed")
+    assert retried.error == "ValueError: not JSON"  # why it was refused when it came, not a new parse's error
     assert len(consumer.dead_letters()) == 1
 
 
