@@ -168,6 +168,11 @@ def _child_fields(tp: type) -> tuple[str, ...]:
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
 
+def _is_method_call(node: cst.CSTNode, method: str) -> bool:
+    """``node`` is ``<something>.method(...)``."""
+    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == method
+
+
 def _calls_in(node: cst.CSTNode, repeated: dict[cst.CSTNode, str] | None = None) -> list[cst.CSTNode]:
     """Calls inside an expression or simple statement, outermost first.
 
@@ -1082,7 +1087,13 @@ class Detector:
         if isinstance(node, cst.Call):
             return self._call_value(node, scope)
         if isinstance(node, cst.Await):
-            return self.value_of(node.expression, scope)
+            value = self.value_of(node.expression, scope)
+            if value is not None and value.kind == "core_conn" and value.origin != "async" and _is_method_call(
+                node.expression, "connection"
+            ):
+                # `await session.connection()`: only an AsyncSession's is awaited, whatever its annotation says.
+                return dataclasses.replace(value, origin="async")
+            return value
         return None
 
     def _call_value(self, node: cst.Call, scope: _Scope) -> Value | None:

@@ -149,6 +149,7 @@ WRITE = 'await conn.execute(update(Order).values(status="closed"))'
     ("conn: sa_asyncio.AsyncConnection", WRITE),
     ('conn: "AsyncConnection"', WRITE),
     ("session: AsyncSession", f"conn = await session.connection()\n{WRITE}"),
+    ("session", f"conn = await session.connection()\n{WRITE}"),  # unannotated: the await tells
 ])
 def test_every_way_to_an_async_connection_gets_the_run_sync_emit(tmp_path, params, body):
     source = textwrap.dedent('''
