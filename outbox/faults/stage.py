@@ -62,17 +62,109 @@ def with_query(url: str, **params: Any) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+#: Router options that name files (TLS): relative ones are made absolute with the rest of the URL.
+ROUTER_FILE_OPTIONS = ("ca_file", "cert_file", "key_file")
+
+#: Query parameters of a database URL that name files: libpq's (psycopg) and PyMySQL's.
+DB_FILE_PARAMS = ("sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile",
+                  "ssl_ca", "ssl_cert", "ssl_key", "read_default_file")
+
+
 def pinned_router_url(url: str) -> str:
-    """``url`` with a relative ``file://`` folder made absolute, from the current folder.
+    """``url`` with a relative ``file://`` folder and relative TLS files made absolute, from the current folder.
 
     The stage's processes run in its working folder, the checker in the
-    caller's: a relative folder would name two different places.
+    caller's: a relative path would name two different places.
     """
     folder = _file_folder(url)
-    if folder is None or folder.is_absolute():
+    if folder is not None and not folder.is_absolute():
+        query = url.partition("?")[2]
+        url = f"file://{folder.resolve()}" + (f"?{query}" if query else "")
+    if "?" not in url:
         return url
-    query = url.partition("?")[2]
-    return f"file://{folder.resolve()}" + (f"?{query}" if query else "")
+    files = {key: os.path.abspath(value) for key, value in parse_qsl(url.partition("?")[2], keep_blank_values=True)
+             if key in ROUTER_FILE_OPTIONS and value and not os.path.isabs(value)}
+    return with_query(url, **files) if files else url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL, made absolute from the current folder; None for any other URL.
+
+    None too for an in-memory database (``sqlite://``, ``sqlite:///:memory:``,
+    ``mode=memory``): see ``is_memory_sqlite``. With ``uri=true`` the file is
+    the part of ``file:...`` before its query.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or is_memory_sqlite(url):
+        return None
+    database = parsed.database
+    if _sqlite_uri(parsed):
+        database = _uri_path(database)
+    return Path(os.path.abspath(database))
+
+
+def is_memory_sqlite(url: str) -> bool:
+    """True for a SQLite URL of an in-memory database, which no other process can open."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    if _sqlite_uri(parsed) and database.startswith("file:"):
+        database = _uri_path(database)
+    return database in ("", ":memory:") or parsed.query.get("mode") == "memory"
+
+
+def _sqlite_uri(parsed) -> bool:
+    return str(parsed.query.get("uri", "")).lower() in ("true", "1", "yes", "on") and \
+        (parsed.database or "").startswith("file:")
+
+
+def _uri_path(database: str) -> str:
+    """The path of a SQLite URI filename: ``file:shop.db`` → shop.db, ``file:///srv/shop.db`` → /srv/shop.db."""
+    rest = database[len("file:"):]
+    if rest.startswith("//"):
+        rest = rest[2:]
+        rest = rest[len("localhost"):] if rest.startswith("localhost/") else rest
+    return rest
+
+
+def pinned_db_url(url: str) -> str:
+    """``url`` with a relative SQLite file and relative certificate files made absolute, from the current folder.
+
+    The stage's processes run in its working folder: ``sqlite:///shop.db``
+    there would be a new, empty database of its own. Other URLs are returned
+    as they are (not re-rendered), so nothing else about them changes.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # not a URL: opening it says so
+    pinned = parsed
+    path = sqlite_file(url)
+    if path is not None:
+        uri = _sqlite_uri(parsed)
+        if not os.path.isabs(_uri_path(parsed.database) if uri else parsed.database):
+            pinned = pinned.set(database=f"file:{path}" if uri else str(path))
+    files = {key: os.path.abspath(value) for key, value in parsed.query.items()
+             if key in DB_FILE_PARAMS and isinstance(value, str) and value and not os.path.isabs(value)}
+    if files:
+        pinned = pinned.update_query_dict(files)
+    return url if pinned is parsed else pinned.render_as_string(hide_password=False)
 
 
 def _file_folder(url: str) -> Path | None:
@@ -93,7 +185,10 @@ def check_router(router_url: str) -> None:
     """
     from ..routers import open_router, open_subscription
 
-    url = pinned_router_url(router_url)
+    try:
+        url = pinned_router_url(router_url)
+    except Exception as exc:  # e.g. file:// naming no folder
+        raise StageError(str(exc) or type(exc).__name__) from exc
     prefix = f"sv{uuid.uuid4().hex[:10]}_probe_"
     folder = _file_folder(url)
     keep_folder = folder is None or folder.exists()
@@ -212,12 +307,19 @@ class Stage:
     router_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        self.db_url = pinned_db_url(self.db_url)
         self.router_url = pinned_router_url(self.router_url)
         folder = _file_folder(self.router_url)
         #: False when the stage's file router will make its folder: drop() removes it again if empty.
         self._keep_folder = folder is None or folder.exists()
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # The processes' configuration is their flags and environment alone: without a file of their own in
+        # their working folder they would read one found above it (a project's, when TMPDIR lies inside one).
+        config = self.workdir / "strangler.toml"
+        if not config.exists():
+            config.write_text("# strangler verify: the scenario's processes take their settings from flags and "
+                              "the environment only\n")
         self.engine: Engine = create_engine(self.db_url, poolclass=pool.NullPool)
         self.outbox = get_outbox_table(self.table)
         self.effects = effects_table(self.table)

@@ -52,6 +52,12 @@ def command(ctx: click.Context, db, router_url, events, seconds, kills, scenario
     is a usage error (exit 2), found before any scenario runs.
 
     \b
+    Relative paths (sqlite:///shop.db, file://./events, TLS files) are from
+    the current folder, made absolute before any process starts. A missing
+    SQLite file is made for the run and removed afterwards; sqlite:// (in
+    memory) is a usage error: the scenarios' processes could not open it.
+
+    \b
     SIGTERM or Ctrl-C stops the run after the same clean-up (a second one
     while it runs is ignored; SIGKILL skips it): exit 1, saying so.
 
