@@ -243,9 +243,11 @@ class Consumer:
                 with session.begin():
                     outcome = self._handle_once(session, envelope, func, event)
         except _HandlerFailed as failed:
+            # The exception's message goes to the dead letter (the service's own database) only: a
+            # handler's message often quotes the data (`card declined: 4111…`), and logs travel further.
             log.warning(
-                "%s: handler for %s failed on event %s: %s",
-                self.name, envelope.type, envelope.id, _describe(failed.cause),
+                "%s: handler for %s failed on event %s: %s (its message is in the dead letter)",
+                self.name, envelope.type, envelope.id, _raised_where(failed.cause),
             )
             return self._dead_letter(delivery, "handler", _describe(failed.cause), record_inbox=True, outcome="dead")
         except _Duplicate:
@@ -303,6 +305,9 @@ class Consumer:
                 opened = self.opener.open(envelope)
             except RejectedEvent as exc:
                 raise _Rejected(exc.reason, exc) from None
+            except Exception as exc:  # an opener of another make: whatever it raises, this event is refused
+                raise _Rejected("malformed", RuntimeError(f"event {envelope.id}: cannot be opened: "
+                                                          f"{exc.__class__.__name__}")) from None
             data_bytes, producer_kid = opened.data, opened.producer_kid
         elif envelope.datacontenttype == JOSE_CONTENT_TYPE:
             raise _Rejected(
@@ -838,6 +843,18 @@ def _letter_of(delivery: Delivery) -> dict[str, Any]:
         return {"event_id": where[:255], "type": "", "source": "", "event": delivery.raw[:MAX_MALFORMED_BYTES]}
     # As received: ciphertext if it was encrypted.
     return {"event_id": envelope.id, "type": envelope.type, "source": envelope.source, "event": envelope.to_json()}
+
+
+def _raised_where(exc: BaseException) -> str:
+    """``ValueError at billing/service.py:42 in charge``: the exception's class and where it was raised, no message."""
+    frame = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame, tb = tb, tb.tb_next
+    if frame is None:
+        return exc.__class__.__name__
+    code = frame.tb_frame.f_code
+    return f"{exc.__class__.__name__} at {code.co_filename}:{frame.tb_lineno} in {code.co_name}"
 
 
 def _describe(exc: BaseException) -> str:

@@ -87,7 +87,23 @@ class Opener:
             self._own = self._own_keys()
 
     def open(self, envelope: Envelope) -> Opened:
-        """Return the plaintext of ``envelope`` after every check, or raise ``RejectedEvent``."""
+        """Return the plaintext of ``envelope`` after every check, or raise ``RejectedEvent``.
+
+        Whatever the bytes, the outcome is the plaintext or a rejection: an
+        input this code did not foresee is ``malformed``, never another
+        exception, which would end a consumer and bring the event back at
+        every restart (anyone who may publish could stop a service so).
+        """
+        try:
+            return self._open(envelope)
+        except RejectedEvent:
+            raise
+        except Exception as exc:
+            raise RejectedEvent(
+                "malformed", f"event {envelope.id}: not a JWE of this format ({type(exc).__name__})", envelope.id
+            ) from None
+
+    def _open(self, envelope: Envelope) -> Opened:
         event_id = envelope.id
         if envelope.datacontenttype != JOSE_CONTENT_TYPE:
             if self.policy.plaintext_allowed(envelope.type):
@@ -118,6 +134,17 @@ class Opener:
         _match(envelope, bound, AAD_ATTRIBUTES, "bound by the JWE aad")
         header, payload = self._verify(jws, event_id)
         _match(envelope, header.get("ce") or {}, SIGNED_ATTRIBUTES, "signed by the producer")
+        if self.service not in self.policy.readers_for(envelope.type):
+            # Genuinely signed, and encrypted to this service: by a reader of the type that passed it on
+            # (it holds the plaintext, and the signature does not say for whom it was sealed).
+            raise RejectedEvent(
+                "not-for-us",
+                f"event {event_id} of type {envelope.type!r} is encrypted to {recipient_kid}, but "
+                f"{self.policy.origin} does not make {self.service} a reader of that type: not sealed by the "
+                "producer for it (passed on by another reader?), or this service's copy of the policy is older "
+                "than the producer's",
+                event_id,
+            )
         return Opened(payload, header["kid"], recipient_kid)
 
     def _content_key(self, jwe: dict[str, Any], event_id: str) -> tuple[AESGCM, str]:
@@ -201,19 +228,33 @@ class Opener:
 
 
 def _parse_jwe(data: bytes, event_id: str) -> dict[str, Any]:
+    """The JWE as a dict whose members have the types this format gives them; else a ``malformed`` rejection."""
     jwe = _json_object(data, "JWE", event_id)
-    for member in ("protected", "recipients", "iv", "ciphertext", "tag", "aad"):
-        if not isinstance(jwe.get(member), (str, list)):
+    for member in ("protected", "iv", "ciphertext", "tag", "aad"):
+        value = jwe.get(member)
+        if not isinstance(value, str) or not value.isascii():
             raise RejectedEvent(
-                "malformed", f"event {event_id}: the JWE has no {member!r} (General JSON serialization expected)", event_id
+                "malformed", f"event {event_id}: the JWE has no {member!r} string (General JSON serialization "
+                "expected)", event_id
             )
+    recipients = jwe.get("recipients")
+    if not isinstance(recipients, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("header"), dict) and isinstance(item["header"].get("kid"), str)
+        and isinstance(item.get("encrypted_key", ""), str)
+        for item in recipients
+    ):
+        raise RejectedEvent(
+            "malformed", f"event {event_id}: JWE recipients must be a list of objects with a header and a kid",
+            event_id,
+        )
+    unprotected = jwe.get("unprotected", {})
+    if not isinstance(unprotected, dict):
+        raise RejectedEvent("malformed", f"event {event_id}: the JWE's unprotected header is not an object", event_id)
     protected = _json_object(unb64(jwe["protected"]), "protected header", event_id)
     if protected.get("enc") != ENC:
         raise RejectedEvent("malformed", f"event {event_id}: enc {protected.get('enc')!r}, expected {ENC}", event_id)
-    if "zip" in protected or "zip" in jwe.get("unprotected", {}):
+    if "zip" in protected or "zip" in unprotected:
         raise RejectedEvent("malformed", f"event {event_id}: compressed JWE (zip) is refused", event_id)
-    if not isinstance(jwe["recipients"], list):
-        raise RejectedEvent("malformed", f"event {event_id}: JWE recipients must be a list", event_id)
     return jwe
 
 

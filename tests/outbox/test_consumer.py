@@ -121,6 +121,25 @@ def test_a_failing_handler_dead_letters_its_event_and_the_service_keeps_going(wo
     assert len(consumer.dead_letters()) == 1
 
 
+def test_a_failing_handlers_message_goes_to_its_dead_letter_and_not_to_the_log(world, service_db, router_url,
+                                                                             caplog):
+    """A handler's message may quote the data; the log names the exception and where it was raised."""
+    publish(router_url, [order(world, 2, fail=True)])
+    consumer = Consumer("billing", service_db, keys_dir=str(world.keys), policy=str(world.policy_path))
+
+    @consumer.handler("shop.order.created")
+    def charge(event, session):
+        raise ValueError(f"card declined for {event.data['email']}")
+
+    with caplog.at_level("WARNING", logger="outbox.consumer"):
+        consumer.run(router_url, destinations=["order"], until_idle=True, poll=0.1, install_signals=False)
+
+    [dead] = consumer.dead_letters()
+    assert CANARY in dead["error"]  # in the service's own database, for whoever fixes the handler
+    assert CANARY not in caplog.text
+    assert "ValueError at " in caplog.text and "in charge (its message is in the dead letter)" in caplog.text
+
+
 def test_forged_tampered_and_foreign_events_are_dead_lettered_with_the_reason_never_handled(
     world, service_db, router_url, tmp_path
 ):

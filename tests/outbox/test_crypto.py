@@ -10,7 +10,9 @@ import stat
 
 import pytest
 
-from outbox.crypto import KeyFileError, KeyRing, PolicyError, RejectedEvent, SealError, new_key, retire_key, rotate_key
+from outbox.crypto import (
+    KeyFileError, KeyRing, PolicyError, RejectedEvent, SealError, Sealer, new_key, retire_key, rotate_key,
+)
 from outbox.crypto.policy import load_policy
 from outbox.envelope import JOSE_CONTENT_TYPE, JSON_CONTENT_TYPE
 from tests.outbox.crypto_helpers import POLICY, attributes, make_world, sealed_envelope
@@ -244,6 +246,35 @@ def test_compressed_jwe_is_refused(world):
     envelope = sealed_envelope(world.sealer(), ORDER)
     zipped = rewrite_jwe(envelope, lambda jwe: jwe.update(protected=b64(b'{"enc":"A256GCM","zip":"DEF"}')))
     assert reason_of(world.opener("billing"), zipped).reason == "malformed"
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda jwe: jwe.update(protected=["x"]),
+    lambda jwe: jwe.update(aad=["x"]),
+    lambda jwe: jwe.update(aad="ä" + jwe["aad"]),
+    lambda jwe: jwe.update(unprotected=5),
+    lambda jwe: jwe["recipients"][0]["header"].update(kid=["billing-1"]),
+    lambda jwe: jwe["recipients"][0].update(encrypted_key=7),
+    lambda jwe: jwe.update(recipients=[5]),
+    lambda jwe: jwe.update(iv=None),
+], ids=["protected-list", "aad-list", "aad-not-ascii", "unprotected-number", "kid-list", "encrypted-key-number",
+        "recipient-number", "iv-null"])
+def test_any_malformed_jwe_is_a_rejection_never_another_exception(world, mangle):
+    """Another exception would end the consumer and bring the event back at every restart."""
+    envelope = sealed_envelope(world.sealer(), ORDER)
+    assert reason_of(world.opener("billing"), rewrite_jwe(envelope, mangle)).reason == "malformed"
+
+
+def test_an_event_a_reader_passes_on_to_a_service_the_policy_excludes_is_not_for_that_service(world, tmp_path):
+    """billing holds the signed plaintext: it can encrypt it again to crm, which must not take it as the producer's."""
+    forwarded_policy = tmp_path / "forwarder-policy.toml"
+    forwarded_policy.write_text('[readers]\n"shop.order.*" = ["crm"]\n')
+    forwarder = Sealer(KeyRing.load(world.keys), load_policy(forwarded_policy))  # a genuine shop signature inside
+    forwarded = sealed_envelope(forwarder, ORDER)
+
+    rejected = reason_of(world.opener("crm"), forwarded)
+
+    assert rejected.reason == "not-for-us" and "does not make crm a reader of that type" in str(rejected)
 
 
 # -- keys ------------------------------------------------------------------------------------------------

@@ -117,3 +117,22 @@ def test_node_consumer_rejects_tampering_and_foreign_events(world, tmp_path):
     )
     assert result.returncode == 1 and "mismatch" in result.stderr.decode()
     assert len(result.stdout.decode().splitlines()) == 1  # the untouched one still opens
+
+
+@pytest.mark.skipif(node is None, reason="node is not installed")
+def test_node_consumer_compares_time_to_the_microsecond(world, tmp_path):
+    """Date.parse keeps milliseconds: a time rewritten within one millisecond must still be a mismatch."""
+    order = sealed_envelope(world.sealer(), {"email": CANARY})
+    moved = json.loads(order.to_json())
+    signed = order.time
+    moved["time"] = signed.replace(microsecond=(signed.microsecond + 1) % 1000 + signed.microsecond // 1000 * 1000) \
+        .isoformat().replace("+00:00", "Z")
+    assert moved["time"][:23] == json.loads(order.to_json())["time"][:23]  # same millisecond
+
+    result = subprocess.run(
+        [node, str(NODE_CONSUMER), "--key", str(world.keys / "billing-1.private.jwk"),
+         "--producer", str(world.keys / "shop-1.jwk")],
+        input=json.dumps(moved).encode() + b"\n", capture_output=True, timeout=60,
+    )
+
+    assert result.returncode == 1 and "time differs from the signed value" in result.stderr.decode()

@@ -82,9 +82,19 @@ export function openEvent(event, privateJwk, producerJwk) {
     if ((event[name] ?? "") !== bound[name]) fail("mismatch", `${name} differs from the aad`);
     if ((event[name] ?? "") !== header.ce[name]) fail("mismatch", `${name} differs from the signed value`);
   }
-  if (Date.parse(event.time) !== Date.parse(header.ce.time)) fail("mismatch", "time differs from the signed value");
+  if (instant(event.time) !== instant(header.ce.time)) fail("mismatch", "time differs from the signed value");
   return { id: event.id, type: event.type, signed_by: header.kid, recipient: privateJwk.kid,
            data: JSON.parse(b64u(parts[1]).toString("utf8")) };
+}
+
+// An RFC 3339 time as microseconds since the epoch (a BigInt): Date.parse alone keeps milliseconds,
+// so a time rewritten within one millisecond would pass.
+function instant(text) {
+  const match = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(.*)$/.exec(text ?? "");
+  if (!match) return null;
+  const seconds = Date.parse(match[1] + match[3]);
+  if (Number.isNaN(seconds)) return null;
+  return BigInt(seconds) * 1000n + BigInt((match[2] ?? "").padEnd(6, "0").slice(0, 6));
 }
 
 const privateJwk = JSON.parse(fs.readFileSync(arg("--key"), "utf8"));
