@@ -8,6 +8,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
 
 from .migrations import BRANCH, SCRIPT_DIR, STANDALONE_VERSION_TABLE, VERSION_LOCATION
@@ -68,6 +69,34 @@ def upgrade(cfg: AlembicConfig, revision: str = "head", *, sql: bool = False) ->
     """Upgrade the outbox branch to ``revision`` (``head`` by default); ``sql`` writes the SQL instead."""
     target = f"{BRANCH}@{revision}" if revision == "head" else revision
     command.upgrade(cfg, target, sql=sql)
+
+
+def ini_outbox_table(alembic_ini: str | Path) -> str | None:
+    """The outbox table ``alembic.ini`` names (``strangler.outbox_table``), or None."""
+    path = Path(alembic_ini)
+    if not path.is_file():
+        return None
+    return AlembicConfig(str(path)).get_main_option("strangler.outbox_table") or None
+
+
+def migrate_to(cfg: AlembicConfig, revision: str, *, sql: bool = False) -> None:
+    """Bring the outbox branch to ``revision``: up (``head`` by default) or down (``base`` removes the tables).
+
+    A revision below the branch's current one is a downgrade: an upgrade to it
+    would do nothing. Offline (``sql``) nothing is read, so a revision other than
+    ``base`` is written as the upgrade from an empty database.
+    """
+    if revision == "base":
+        downgrade(cfg, "base", sql=sql)
+    elif revision in ("head", "heads") or sql:
+        upgrade(cfg, revision, sql=sql)
+    else:
+        try:
+            command.downgrade(cfg, revision)  # nothing to do when the branch is at the revision already
+        except CommandError as exc:
+            if "not a valid downgrade target" not in str(exc):
+                raise
+            upgrade(cfg, revision)  # below it: go up
 
 
 def downgrade(cfg: AlembicConfig, revision: str, *, sql: bool = False) -> None:

@@ -286,6 +286,46 @@ def test_cli_migrates_the_configured_outbox_table_into_the_monolith_history(sqli
     assert "strangler_outbox" not in table_names(sqlite_url)
 
 
+def test_cli_refuses_an_outbox_table_named_in_alembic_ini_that_strangler_does_not_read(sqlite_url, tmp_path,
+                                                                                       monkeypatch):
+    """emit writes the table strangler's configuration names: tables made under another would fail every emit."""
+    ini = _monolith_project(tmp_path, sqlite_url)
+    ini.write_text(ini.read_text() + "strangler.outbox_table = app_events\n")
+    monkeypatch.chdir(tmp_path)
+
+    refused = CliRunner().invoke(cli, ["outbox", "migrate", "--alembic-ini", str(ini), "--db", sqlite_url])
+
+    assert refused.exit_code == 2 and "set outbox_table = 'app_events' in strangler.toml" in refused.output
+    assert "strangler_outbox" not in table_names(sqlite_url)
+    (tmp_path / "strangler.toml").write_text('outbox_table = "app_events"\n')
+    agreed = CliRunner().invoke(cli, ["outbox", "migrate", "--alembic-ini", str(ini), "--db", sqlite_url])
+    assert agreed.exit_code == 0, agreed.output
+    assert "app_events" in table_names(sqlite_url)
+
+
+def test_cli_to_an_older_revision_goes_down_to_it(sqlite_url):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["outbox", "migrate", "--db", sqlite_url]).exit_code == 0
+
+    down = runner.invoke(cli, ["outbox", "migrate", "--db", sqlite_url, "--to", "strangler_0003"])
+
+    assert down.exit_code == 0, down.output
+    assert migrate.current_revision(sqlite_url) == "strangler_0003"
+    assert runner.invoke(cli, ["outbox", "migrate", "--db", sqlite_url]).exit_code == 0
+    assert migrate.current_revision(sqlite_url) == migrate.head_revision()
+
+
+def test_tables_made_on_their_own_then_migrated_in_the_monolith_history_say_how_to_adopt_them(database_url,
+                                                                                                tmp_path):
+    ini = _monolith_project(tmp_path, database_url)
+    assert CliRunner().invoke(cli, ["outbox", "migrate", "--db", database_url]).exit_code == 0
+
+    clash = CliRunner().invoke(cli, ["outbox", "migrate", "--alembic-ini", str(ini), "--db", database_url])
+
+    assert clash.exit_code == 1 and "Traceback" not in clash.output
+    assert "already exists" in clash.output and f"alembic -c {ini} stamp" in clash.output
+
+
 def test_include_object_hides_the_configured_outbox_tables(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "strangler.toml").write_text('outbox_table = "shop_events"\n')

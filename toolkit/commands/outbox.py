@@ -196,6 +196,16 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
     from outbox import migrate
 
     config = load(ctx, db=db)
+    if alembic_ini:
+        ini_table = migrate.ini_outbox_table(alembic_ini)
+        if ini_table and ini_table != config.outbox_table:
+            # emit and the relay read strangler's configuration, never alembic.ini: tables made under
+            # another name would leave every emit failing at commit with "no such table".
+            raise click.UsageError(
+                f"{alembic_ini} sets strangler.outbox_table = {ini_table}, but strangler's configuration "
+                f"({config.origin}) names {config.outbox_table!r}, which emit and the relay write and read: "
+                f"set outbox_table = '{ini_table}' in strangler.toml (or STRANGLER_OUTBOX_TABLE) too"
+            )
     try:
         if alembic_ini:
             cfg = migrate.monolith_config(alembic_ini, config.db or None, table_name=config.outbox_table)
@@ -209,14 +219,14 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
             cfg = migrate.standalone_config(config.db, table_name=config.outbox_table)
         if offline:
             cfg.output_buffer = io.StringIO()
-        if revision == "base":
-            migrate.downgrade(cfg, "base", sql=offline)
-        else:
-            migrate.upgrade(cfg, revision, sql=offline)
+        migrate.migrate_to(cfg, revision, sql=offline)
     except migrate.MigrationError as exc:
         raise click.UsageError(str(exc)) from None
-    except OperationalError as exc:
-        raise Problems(f"migration failed: {' '.join(str(exc.orig).split())}") from None
+    except (OperationalError, ProgrammingError) as exc:
+        reason = " ".join(str(exc.orig).split())
+        if "already exists" in reason:
+            raise Problems(_made_the_other_way(reason, alembic_ini)) from None
+        raise Problems(f"migration failed: {reason}") from None
     except CommandError as exc:
         raise Problems(f"migration failed: {exc}") from None
     if offline:
@@ -224,6 +234,25 @@ def migrate_command(ctx: click.Context, db: str | None, alembic_ini: str | None,
     else:
         where = alembic_ini or "its own version table"
         click.echo(f"outbox branch at {revision} ({where})", err=True)
+
+
+def _made_the_other_way(reason: str, alembic_ini: str | None) -> str:
+    """The fix for outbox tables that exist but that the version table used now does not record."""
+    head = "strangler_0005"
+    try:
+        from outbox.migrate import head_revision
+
+        head = head_revision()
+    except Exception:  # the message still helps without the exact revision
+        pass
+    if alembic_ini:
+        return (f"migration failed: {reason}. The outbox tables were made by 'strangler outbox migrate' on its "
+                f"own (version table strangler_alembic_version), not in this Alembic history: record them in it "
+                f"with 'alembic -c {alembic_ini} stamp {head}' (the revision they are at: 'strangler outbox "
+                "status' works, or read strangler_alembic_version), then drop strangler_alembic_version")
+    return (f"migration failed: {reason}. The outbox tables were made inside the monolith's Alembic history "
+            f"(alembic_version): migrate them there, with 'strangler outbox migrate --alembic-ini alembic.ini' "
+            "or 'alembic upgrade heads'")
 
 
 @command.command("status")
