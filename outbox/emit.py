@@ -82,6 +82,10 @@ def emit(
         raise EmitError(f"emit({type!r}): pass the entity, or aggregate='<name>' when there is none")
     if entity is not None:
         _mapper_of(entity)
+    # The columns hold 255 characters: PostgreSQL and MariaDB would refuse a longer value at
+    # commit, with the business rows; SQLite would store it and pass the tests.
+    _check_length(type, "aggregate", aggregate)
+    _check_length(type, "key", None if key is None else str(key))
     if data is not None:
         if not isinstance(data, Mapping):
             raise EmitError(f"emit({type!r}): data must be a mapping, not {data.__class__.__name__}")
@@ -89,10 +93,10 @@ def emit(
             codec.to_jsonable(data, "data")  # fail now, at the call, not at commit
         except codec.UnserializableValue as exc:
             raise EmitError(f"emit({type!r}): {exc}") from None
-    if headers is not None and not all(
+    if headers is not None and not (isinstance(headers, Mapping) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise EmitError(f"emit({type!r}): headers must map str to str")
+    )):
+        raise EmitError(f"emit({type!r}): headers must map str to str, e.g. {{'tenant': 'acme'}}")
     sealer = settings.current().sealer
     if sealer is not None:
         sealer.check_type(type)
@@ -134,7 +138,21 @@ def _table():
     return get_outbox_table(settings.current().table_name)
 
 
+#: The length of the outbox's aggregatetype and aggregateid columns.
+AGGREGATE_MAX = 255
+
+
+def _check_length(event_type: str, name: str, value: str | None) -> None:
+    if value is not None and len(value) > AGGREGATE_MAX:
+        raise EmitError(
+            f"emit({event_type!r}): {name} is {len(value)} characters, more than the outbox's {AGGREGATE_MAX}: "
+            f"pass a shorter {name}= (an id, or a hash of a long natural key)"
+        )
+
+
 def _mapper_of(entity: Any):
+    if isinstance(entity, type):
+        raise EmitError(f"pass an instance of {entity.__name__}, not the class (the object the transaction writes)")
     try:
         return inspect(entity).mapper
     except (NoInspectionAvailable, AttributeError):
@@ -187,6 +205,11 @@ def _entity_fields(entity: Any) -> tuple[str, str, dict[str, Any]]:
             raise EmitError(str(exc)) from None
         values[attr.key] = value
     aggregateid = ":".join(str(part) for part in identity)
+    if len(aggregateid) > AGGREGATE_MAX:
+        raise EmitError(
+            f"{cls_name}'s primary key is {len(aggregateid)} characters, more than the outbox's aggregate id "
+            f"holds ({AGGREGATE_MAX}): pass key= with a shorter id of it"
+        )
     return aggregate_type_of(mapper.class_), aggregateid, values
 
 

@@ -298,6 +298,16 @@ def test_bad_data_is_refused_at_the_call(engine):
             emit(session, "shop.x.happened", {"a": 1})
         with pytest.raises(EmitError, match="aggregate="):
             emit(session, "shop.x.happened")
+        with pytest.raises(EmitError, match="pass an instance of Customer, not the class"):
+            emit(session, "shop.customer.created", Customer)
+        with pytest.raises(EmitError, match="headers must map str to str"):
+            emit(session, "shop.x.happened", aggregate="x", headers=["tenant"])
+        with pytest.raises(EmitError, match="key is 300 characters, more than the outbox's 255"):
+            emit(session, "shop.x.happened", aggregate="x", key="k" * 300)
+        with pytest.raises(EmitError, match="aggregate is 256 characters"):
+            emit(session, "shop.x.happened", aggregate="a" * 256)
+        session.commit()
+    assert rows(engine) == []  # on every database, SQLite too, which would have stored the long key
 
 
 def test_scoped_session_as_flask_sqlalchemy_has_it(engine):
