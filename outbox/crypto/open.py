@@ -134,6 +134,12 @@ class Opener:
         _match(envelope, bound, AAD_ATTRIBUTES, "bound by the JWE aad")
         header, payload = self._verify(jws, event_id)
         _match(envelope, header.get("ce") or {}, SIGNED_ATTRIBUTES, "signed by the producer")
+        refused = self.policy.source_refused(header["kid"], envelope.source)
+        if refused is not None:
+            # A producer this service trusts, signing for another's source: trust is per producer,
+            # so without this any one of them could pass its events off as the others'.
+            raise RejectedEvent("untrusted", f"event {event_id} from {envelope.source!r} is signed by "
+                                f"{header['kid']!r}: {refused}", event_id)
         if self.service not in self.policy.readers_for(envelope.type):
             # Genuinely signed, and encrypted to this service: by a reader of the type that passed it on
             # (it holds the plaintext, and the signature does not say for whom it was sealed).

@@ -19,6 +19,14 @@ A TOML file (``strangler-policy.toml`` by default)::
     billing = ["shop"]
     crm = ["shop-2"]
 
+    # Optional: the CloudEvent sources (fnmatch) each producer may sign for.
+    # With this table a consumer refuses an event whose signer is not listed,
+    # or whose source is not one of its signer's: one trusted producer cannot
+    # pass its events off as another's.
+    [sources]
+    shop = ["/shop"]
+    warehouse = ["/warehouse", "/warehouse/*"]
+
 A type no ``[readers]`` pattern and no ``[plaintext]`` entry matches is refused
 at emit: a new event type is private until someone says who may read it.
 """
@@ -34,7 +42,7 @@ from typing import Any, Mapping
 
 from .keys import KeyFileError, check_name, parse_kid
 
-_SECTIONS = ("readers", "plaintext", "trust")
+_SECTIONS = ("readers", "plaintext", "trust", "sources")
 
 
 class PolicyError(Exception):
@@ -48,6 +56,8 @@ class Policy:
     readers: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     plaintext: list[str] = dataclasses.field(default_factory=list)
     trust: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: Producer name -> the source patterns it may sign for; empty: any source (no [sources] table).
+    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     origin: str = "policy"
     _cache: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -95,6 +105,21 @@ class Policy:
         entries = self.trust.get(service, ())
         return producer_kid in entries or name in entries
 
+    def source_refused(self, producer_kid: str, source: str) -> str | None:
+        """Why a producer may not sign for ``source`` under ``[sources]``; None when it may (or there is no table)."""
+        if not self.sources:
+            return None
+        try:
+            name, _ = parse_kid(producer_kid)
+        except KeyFileError:
+            return f"{producer_kid!r} is not a producer kid"
+        patterns = self.sources.get(name)
+        if patterns is None:
+            return f"[sources] in {self.origin} names no source for producer {name!r}"
+        if not any(fnmatch.fnmatchcase(source, pattern) for pattern in patterns):
+            return f"[sources] in {self.origin} lets producer {name!r} sign for {', '.join(patterns)}, not {source!r}"
+        return None
+
     def trusted_by(self, service: str) -> list[str]:
         """Return the producer names and kids ``service`` trusts."""
         return list(self.trust.get(service, ()))
@@ -119,7 +144,13 @@ def parse_policy(doc: Mapping[str, Any], origin: str = "policy") -> Policy:
     for service, producers in _table(doc, "trust", origin).items():
         _name(service, f"[trust] key {service!r}", origin)
         trust[service] = _names(producers, f"[trust] {service!r}", origin, example='["shop"] or ["shop-2"]')
-    return Policy(readers=readers, plaintext=list(plaintext), trust=trust, origin=origin)
+    sources: dict[str, list[str]] = {}
+    for producer, patterns in _table(doc, "sources", origin).items():
+        _name(producer, f"[sources] key {producer!r}", origin)
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise PolicyError(f'{origin}: [sources] {producer!r} must be a list of source patterns, e.g. ["/shop"]')
+        sources[producer] = list(patterns)
+    return Policy(readers=readers, plaintext=list(plaintext), trust=trust, sources=sources, origin=origin)
 
 
 def _table(doc: Mapping[str, Any], name: str, origin: str) -> Mapping[str, Any]:

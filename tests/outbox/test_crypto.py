@@ -277,6 +277,40 @@ def test_an_event_a_reader_passes_on_to_a_service_the_policy_excludes_is_not_for
     assert rejected.reason == "not-for-us" and "does not make crm a reader of that type" in str(rejected)
 
 
+SOURCES_POLICY = POLICY.replace("[trust]", '[sources]\nshop = ["/shop"]\nwarehouse = ["/warehouse"]\n\n[trust]') \
+    .replace('shipping = ["shop"]', 'shipping = ["shop", "warehouse"]')
+
+
+def test_with_sources_a_trusted_producer_cannot_sign_for_another_producers_source(tmp_path):
+    world = make_world(tmp_path, policy=SOURCES_POLICY)
+    new_key(world.keys, "warehouse", producer=True)
+    warehouse = Sealer(KeyRing.load(world.keys), world.policy, producer="warehouse")
+
+    posing = sealed_envelope(warehouse, ORDER)  # source /shop, signed by warehouse-1
+    rejected = reason_of(world.opener("shipping"), posing)
+
+    assert rejected.reason == "untrusted"
+    assert "lets producer 'warehouse' sign for /warehouse, not '/shop'" in str(rejected)
+    assert world.opener("shipping").open(sealed_envelope(world.sealer(producer="shop"), ORDER)).producer_kid == "shop-1"
+    assert world.opener("shipping").open(sealed_envelope(warehouse, ORDER, source="/warehouse")).producer_kid \
+        == "warehouse-1"
+
+
+def test_with_sources_a_producer_the_table_does_not_name_is_refused(tmp_path):
+    world = make_world(tmp_path, policy=SOURCES_POLICY.replace('shop = ["/shop"]\n', ""))
+
+    rejected = reason_of(world.opener("billing"), sealed_envelope(world.sealer(), ORDER))
+
+    assert rejected.reason == "untrusted" and "names no source for producer 'shop'" in str(rejected)
+
+
+def test_sources_must_be_lists_of_patterns(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text('[sources]\nshop = "/shop"\n')
+    with pytest.raises(PolicyError, match=r"\[sources\] 'shop' must be a list of source patterns"):
+        load_policy(path)
+
+
 # -- keys ------------------------------------------------------------------------------------------------
 
 
