@@ -140,9 +140,10 @@ class Opener:
             # so without this any one of them could pass its events off as the others'.
             raise RejectedEvent("untrusted", f"event {event_id} from {envelope.source!r} is signed by "
                                 f"{header['kid']!r}: {refused}", event_id)
-        if self.service not in self.policy.readers_for(envelope.type):
+        if self.policy.readers and self.service not in self.policy.readers_for(envelope.type):
             # Genuinely signed, and encrypted to this service: by a reader of the type that passed it on
-            # (it holds the plaintext, and the signature does not say for whom it was sealed).
+            # (it holds the plaintext, and the signature does not say for whom it was sealed). A policy
+            # with no [readers] (a person's `events decrypt` without --policy) names no readers to check.
             raise RejectedEvent(
                 "not-for-us",
                 f"event {event_id} of type {envelope.type!r} is encrypted to {recipient_kid}, but "
