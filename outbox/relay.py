@@ -158,6 +158,31 @@ class _Batch:
     claimed_at: float
 
 
+def network_timeouts(url) -> dict[str, object]:
+    """``connect_args`` that keep a relay's database connection from hanging for ever on a broken network.
+
+    A packet-dropping network (a host gone, a firewall forgetting the flow) raises
+    nothing: a claim or mark would wait while this relay's leases expire and
+    another takes its partitions, and SIGTERM would wait with it. PostgreSQL
+    (libpq): a connect timeout, TCP keepalives and a TCP user timeout, so an
+    unanswered connection fails within about 30 s. MariaDB/MySQL (PyMySQL): a
+    connect timeout and read/write timeouts above InnoDB's 50 s lock wait. A
+    parameter the URL sets already wins; other databases get none.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(url)
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend == "postgresql" and driver in ("psycopg", "psycopg2"):
+        wanted = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                  "keepalives_count": 3, "tcp_user_timeout": 30000}
+    elif backend in ("mysql", "mariadb") and driver == "pymysql":
+        wanted = {"connect_timeout": 10, "read_timeout": 120, "write_timeout": 120}
+    else:
+        return {}
+    return {key: value for key, value in wanted.items() if key not in url.query}
+
+
 def _int_array(name: str):
     """A PostgreSQL ``bigint[]`` parameter, bound as its text form (``_int_array_text``).
 
@@ -250,6 +275,8 @@ class Relay:
         self._next_refresh = 0.0
         self._last_turn = time.monotonic()
         self._db_ok = False
+        self._db_ok_at = 0.0  # monotonic time of the last database round trip that worked
+        self._broker_ok = True  # False while backing off from a broker outage
         #: The LISTEN connection (PostgreSQL with ``notify``), read by the thread that runs ``run``.
         self._listener: Listener | None = None
         self._listen_retry_at = 0.0
@@ -296,8 +323,19 @@ class Relay:
         return time.monotonic() - self._last_turn < max(stall_seconds, 4 * self.options.outage_max)
 
     def ready(self) -> bool:
-        """True when the last database round trip worked and the relay holds partitions (for /readyz)."""
-        return self._db_ok and bool(self.leases.state.held)
+        """True when the relay can do its work (for /readyz).
+
+        The last database round trip worked, and one did within ``lease_seconds``
+        (a round trip that hangs, behind a network that drops packets, raises
+        nothing: by then this relay's leases have expired too); the relay holds
+        partitions; and the broker is not in an outage it is backing off from.
+        """
+        fresh = time.monotonic() - self._db_ok_at < self.options.lease_seconds
+        return self._db_ok and fresh and self._broker_ok and bool(self.leases.state.held)
+
+    def _database_answered(self) -> None:
+        self._db_ok = True
+        self._db_ok_at = time.monotonic()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -453,6 +491,7 @@ class Relay:
                     if once:
                         break
                     outage += 1
+                    self._broker_ok = False
                     delay = self._outage_delay(outage)
                     log.warning(
                         "broker unavailable, backing off",
@@ -461,6 +500,7 @@ class Relay:
                     self._pause(delay)
                 else:
                     outage = 0
+                    self._broker_ok = True
             if prefetch is not None:
                 self._result(prefetch)
             reap(wait=True)
@@ -492,15 +532,24 @@ class Relay:
 
     def _refresh(self) -> None:
         now = _now()
+        held_before = set(self.leases.state.held)
         with self.engine.begin() as conn:
             taken = self.leases.refresh(conn, now)
             if taken:
                 self._load_blocked(conn, taken, now)
         state = self.leases.state
+        lost = held_before - set(state.held)
+        if lost:
+            # Handed to a relay short of its share, or expired while this one could not renew them.
+            log.info(
+                "gave up partitions",
+                extra={"relay": {"event": "lease", "lost": len(lost), "held": len(state.held),
+                                 "relays": state.live_relays}},
+            )
         claimable = state.claimable()
         # Read on every notified batch, changed only here: built once per refresh.
         self._notify_scope = (frozenset(claimable), {p: state.held[p] for p in claimable})
-        self._db_ok = True
+        self._database_answered()
         # Renew at a third of the lease; while short of a fair share, look again soon.
         share_short = len(state.held) < -(-64 // state.live_relays)
         interval = self.options.lease_seconds / 3
@@ -545,7 +594,7 @@ class Relay:
         if exclude:
             params["exclude"] = _int_array_text(exclude) if self._pg else list(exclude)
         result = self._claim_read(query, params)
-        self._db_ok = True
+        self._database_answered()
         rows = []
         for (position, id_, aggregatetype, aggregateid, type_, payload, timestamp, span, source,
              content_type, partition, attempts) in result:
@@ -669,7 +718,7 @@ class Relay:
         self._marked(lost)
 
     def _marked(self, lost: int) -> None:
-        self._db_ok = True
+        self._database_answered()
         if lost:
             self.stats.lost_marks += lost
             self._next_refresh = 0.0  # our lease moved on: look at what we still hold
@@ -875,7 +924,7 @@ class Relay:
         row, error, retry_in = first
         event_id = row.envelope.id if row.envelope is not None else f"row #{row.position}"
         fate = (f"dead after {row.attempts + 1} attempts: 'strangler outbox retry' once fixed" if retry_in is None
-                else f"attempt {row.attempts + 1} of {self.options.max_attempts}, again in {retry_in:.0f}s")
+                else f"attempt {row.attempts + 1} of {self.options.max_attempts}, again in {retry_in:.3g}s")
         log.warning(
             "%d event(s) failed to publish; the first, %s (%s, %s/%s): %s (%s)",
             failed, event_id, row.type, row.key[0], row.key[1], error[:500], fate,

@@ -38,7 +38,7 @@ def _field(default: Any, help: str) -> Any:
 class RelayConfig:
     """How the relay claims, publishes and retries."""
 
-    batch: int = _field(200, "rows claimed and published per batch (at least 1)")
+    batch: int = _field(200, "rows claimed and published per batch (1 to 100000)")
     max_attempts: int = _field(10, "failed publishes before a row is dead")
     poll_interval: float = _field(0.5, "longest sleep between polls when idle, in seconds")
     lease_seconds: float = _field(15.0, "how long a relay owns its partitions without renewing")
@@ -196,17 +196,25 @@ def _coerce(tp: Any, value: Any, *, from_text: bool) -> Any:
     raise ValueError
 
 
+#: Upper bounds: values past them are typos (a batch of 10^20 rows, a lease of 30,000 years) that would
+#: fail later, in a timestamp or a driver's integer, with an error naming neither the key nor the file.
+MAX_BATCH = 100_000
+MAX_ATTEMPTS = 1_000_000
+MAX_SECONDS = 86_400
+
+
 def _check_bounds(config: "Config", set_by: Mapping[str, str]) -> None:
     """Check the values' ranges; an error names where the offending key was set (file, variable, option)."""
 
     def origin(key: str) -> str:
         return set_by.get(key, "the default")
 
-    if config.relay.batch < 1:
-        raise ConfigError(f"relay.batch = {config.relay.batch}: expected an integer of at least 1 ({origin('relay.batch')})")
-    if config.relay.max_attempts < 1:
+    if not 1 <= config.relay.batch <= MAX_BATCH:
+        raise ConfigError(f"relay.batch = {config.relay.batch}: expected an integer from 1 to {MAX_BATCH} "
+                          f"({origin('relay.batch')})")
+    if not 1 <= config.relay.max_attempts <= MAX_ATTEMPTS:
         raise ConfigError(
-            f"relay.max_attempts = {config.relay.max_attempts}: expected an integer of at least 1 "
+            f"relay.max_attempts = {config.relay.max_attempts}: expected an integer from 1 to {MAX_ATTEMPTS} "
             f"({origin('relay.max_attempts')})"
         )
     if not 0 <= config.relay.metrics_port <= 65535:
@@ -214,9 +222,10 @@ def _check_bounds(config: "Config", set_by: Mapping[str, str]) -> None:
     relay = config.relay
     for key in ("poll_interval", "lease_seconds", "retry_base", "outage_max"):
         value = getattr(relay, key)
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"relay.{key} = {value}: expected a number of seconds above 0 ({origin('relay.' + key)})")
-    if not (math.isfinite(relay.retry_max) and relay.retry_max >= relay.retry_base):
+        if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+            raise ConfigError(f"relay.{key} = {value}: expected a number of seconds above 0, at most {MAX_SECONDS} "
+                              f"(a day) ({origin('relay.' + key)})")
+    if not (math.isfinite(relay.retry_max) and relay.retry_base <= relay.retry_max <= MAX_SECONDS):
         raise ConfigError(
             f"relay.retry_max = {relay.retry_max}: expected a number of seconds of at least "
             f"relay.retry_base ({relay.retry_base}) ({origin('relay.retry_max')})"

@@ -376,3 +376,60 @@ def test_a_once_run_that_met_a_database_error_says_so_in_its_stats(sqlite_url, e
     stats = relay.drain()
     assert stats.published == 2 and stats.database_error is None
     engine.dispose()
+
+
+def test_ready_needs_a_recent_database_round_trip_partitions_and_no_broker_outage(sqlite_url, events_dir):
+    """/readyz: a round trip that hangs raises nothing, so a stale success counts as none."""
+    engine = migrated_engine(sqlite_url)
+    emit_events(engine, ["a"], per_key=2)
+    router = FlakyRouter(f"file://{events_dir}")
+    relay = Relay(engine, router, options=RelayOptions(**FAST))
+    assert not relay.ready()  # holds nothing yet
+
+    relay._start()  # takes the partitions: the round trip worked just now
+    assert relay.ready()
+    relay._db_ok_at -= FAST["lease_seconds"]  # as if the last round trip that worked was a lease ago
+    assert not relay.ready()
+
+    router.down = True
+    readiness = []
+    runner = threading.Thread(target=relay.run)
+    runner.start()
+    wait_until(lambda: router.calls >= 2, what="the relay to meet the broker outage")
+    readiness.append(relay.ready())
+    router.down = False
+    wait_until(lambda: relay.ready(), what="the relay to be ready once the broker is back")
+    relay.stop()
+    runner.join(10)
+    assert readiness == [False]  # the database answered all along; the broker did not
+    engine.dispose()
+
+
+def test_partitions_handed_to_another_relay_are_logged(sqlite_url, events_dir, caplog):
+    engine = migrated_engine(sqlite_url)
+    first = Relay(engine, open_router(f"file://{events_dir}"), owner="relay-1", options=RelayOptions(**FAST))
+    second = Relay(engine, open_router(f"file://{events_dir}"), owner="relay-2", options=RelayOptions(**FAST))
+    first._start()
+    second._start()  # joins: short of its share
+
+    with caplog.at_level("INFO", logger="strangler.relay"):
+        first._refresh()  # hands back what the second is short of
+
+    [given] = [r for r in caplog.records if r.getMessage() == "gave up partitions"]
+    assert given.relay["lost"] > 0 and given.relay["held"] == 64 - given.relay["lost"]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql+psycopg://app@db/shop", {"connect_timeout": 10, "keepalives": 1, "tcp_user_timeout": 30000}),
+    ("postgresql+psycopg://app@db/shop?connect_timeout=3", {"keepalives": 1}),  # the URL's own wins
+    ("mysql+pymysql://app@db/shop", {"connect_timeout": 10, "read_timeout": 120}),
+    ("sqlite:///shop.db", {}),
+])
+def test_the_relays_database_connection_gets_network_timeouts_the_url_does_not_set(url, expected):
+    from outbox.relay import network_timeouts
+
+    timeouts = network_timeouts(url)
+
+    assert expected.items() <= timeouts.items()
+    assert "connect_timeout" not in timeouts if "connect_timeout=" in url else True

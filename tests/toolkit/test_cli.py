@@ -166,4 +166,4 @@ def test_a_value_out_of_range_given_as_a_flag_names_the_flag(tmp_path):
     result = CliRunner().invoke(cli, ["relay", "--db", f"sqlite:///{tmp_path}/x.db", "--batch", "0", "--once"])
 
     assert result.exit_code == 2
-    assert "relay.batch = 0: expected an integer of at least 1 (option --batch)" in result.output
+    assert "relay.batch = 0: expected an integer from 1 to 100000 (option --batch)" in result.output

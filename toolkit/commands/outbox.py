@@ -29,7 +29,7 @@ def command() -> None:
     """
 
 
-def engine_for(url: str, *, creates: str | None = None):
+def engine_for(url: str, *, creates: str | None = None, connect_args: dict | None = None):
     """Return an engine for ``url``, turning a malformed URL or missing driver into a usage error.
 
     Every command opens its database here, so this is also where a database
@@ -43,7 +43,7 @@ def engine_for(url: str, *, creates: str | None = None):
     if not url:
         raise click.UsageError("no database: pass --db URL or set db in strangler.toml (STRANGLER_DB)")
     try:
-        engine = create_engine(url, poolclass=pool.NullPool)
+        engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args or {})
     except (ArgumentError, NoSuchModuleError) as exc:
         raise click.UsageError(
             f"the database URL {safe_url(url)!r} (--db, or db in strangler.toml, or STRANGLER_DB) is not a usable "

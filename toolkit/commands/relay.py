@@ -181,13 +181,19 @@ def relay_options(config):
 
 
 def _run(config, once: bool, stop: StopSignals) -> None:
-    from outbox.relay import Relay
+    from sqlalchemy.exc import ArgumentError
+
+    from outbox.relay import Relay, network_timeouts
     from outbox.routers import RouterError, masked_url, open_router
 
     from .outbox import engine_for
 
     log = logging.getLogger("strangler.relay")
-    engine = engine_for(config.db)
+    try:
+        timeouts = network_timeouts(config.db) if config.db else {}
+    except ArgumentError:
+        timeouts = {}  # engine_for names what is wrong with the URL
+    engine = engine_for(config.db, connect_args=timeouts)
     router = server = None
     try:
         try:
