@@ -815,6 +815,8 @@ class Relay:
 
     def _shutdown(self) -> None:
         self._close_claim_connection()
+        if not self._db_ok_at:
+            return  # never reached the database: nothing taken, nothing to hand back
         with self.engine.begin() as conn:
             self.leases.release_all(conn)
 
