@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from .. import inbox
+from ..sqlite_paths import sqlite_file, sqlite_uri, uri_path
 from ..table import get_outbox_table
 from .interrupt import shielded
 
@@ -87,59 +88,6 @@ def pinned_router_url(url: str) -> str:
     return with_query(url, **files) if files else url
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite database URL, made absolute from the current folder; None for any other URL.
-
-    None too for an in-memory database (``sqlite://``, ``sqlite:///:memory:``,
-    ``mode=memory``): see ``is_memory_sqlite``. With ``uri=true`` the file is
-    the part of ``file:...`` before its query.
-    """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite" or is_memory_sqlite(url):
-        return None
-    database = parsed.database
-    if _sqlite_uri(parsed):
-        database = _uri_path(database)
-    return Path(os.path.abspath(database))
-
-
-def is_memory_sqlite(url: str) -> bool:
-    """True for a SQLite URL of an in-memory database, which no other process can open."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return False
-    if parsed.get_backend_name() != "sqlite":
-        return False
-    database = parsed.database or ""
-    if _sqlite_uri(parsed) and database.startswith("file:"):
-        database = _uri_path(database)
-    return database in ("", ":memory:") or parsed.query.get("mode") == "memory"
-
-
-def _sqlite_uri(parsed) -> bool:
-    return str(parsed.query.get("uri", "")).lower() in ("true", "1", "yes", "on") and \
-        (parsed.database or "").startswith("file:")
-
-
-def _uri_path(database: str) -> str:
-    """The path of a SQLite URI filename: ``file:shop.db`` → shop.db, ``file:///srv/shop.db`` → /srv/shop.db."""
-    rest = database[len("file:"):]
-    if rest.startswith("//"):
-        rest = rest[2:]
-        rest = rest[len("localhost"):] if rest.startswith("localhost/") else rest
-    return rest
-
-
 def pinned_db_url(url: str) -> str:
     """``url`` with a relative SQLite file and relative certificate files made absolute, from the current folder.
 
@@ -157,8 +105,8 @@ def pinned_db_url(url: str) -> str:
     pinned = parsed
     path = sqlite_file(url)
     if path is not None:
-        uri = _sqlite_uri(parsed)
-        if not os.path.isabs(_uri_path(parsed.database) if uri else parsed.database):
+        uri = sqlite_uri(parsed)
+        if not os.path.isabs(uri_path(parsed.database) if uri else parsed.database):
             pinned = pinned.set(database=f"file:{path}" if uri else str(path))
     files = {key: os.path.abspath(value) for key, value in parsed.query.items()
              if key in DB_FILE_PARAMS and isinstance(value, str) and value and not os.path.isabs(value)}

@@ -14,7 +14,8 @@ import tempfile
 import pytest
 from click.testing import CliRunner
 
-from outbox.faults.stage import is_memory_sqlite, pinned_db_url, pinned_router_url, sqlite_file
+from outbox.faults.stage import pinned_db_url, pinned_router_url
+from outbox.sqlite_paths import is_memory_sqlite, sqlite_file
 from toolkit.cli import cli
 
 QUICK = ["--scenario", "relay-kill", "--events", "30", "--kills", "1", "--seconds", "5"]

@@ -6,7 +6,6 @@ import datetime
 import io
 import json
 import re
-from pathlib import Path
 
 import click
 from sqlalchemy import create_engine, event, make_url, pool
@@ -60,18 +59,14 @@ def engine_for(url: str, *, creates: str | None = None, connect_args: dict | Non
 
 def _require_sqlite_file(engine) -> None:
     """A usage error when ``engine`` is a SQLite database in a file that does not exist."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite":
-        return
-    database = url.database or ""
-    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
-        return
-    path = Path(database)
-    if not path.exists():
+    from outbox.sqlite_paths import sqlite_file
+
+    url = engine.url.render_as_string(hide_password=False)
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
         raise click.UsageError(
-            f"the database file {path} does not exist ({url.render_as_string(hide_password=True)}, relative to "
-            f"{Path.cwd()}): check the path; a new database is made by 'strangler outbox migrate' "
-            "(or 'strangler inbox migrate' for a service's inbox)"
+            f"the database file {engine.url.database} does not exist ({path}): check the path; a new "
+            "database is made by 'strangler outbox migrate' (or 'strangler inbox migrate' for a service's inbox)"
         )
 
 

@@ -127,7 +127,8 @@ def _pin_database(url: str | None) -> tuple[str | None, Path | None]:
     could not open it. A SQLite file that does not exist yet is made for the
     run (the scenarios need only their private tables) and removed afterwards.
     """
-    from outbox.faults.stage import is_memory_sqlite, pinned_db_url, sqlite_file
+    from outbox.faults.stage import pinned_db_url
+    from outbox.sqlite_paths import is_memory_sqlite, sqlite_file
 
     if not url:
         return url, None  # engine_for says what to pass
