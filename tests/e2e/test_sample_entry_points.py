@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from outbox.testing.services import require_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def assert_one_line(proc):
 
 
 def test_simulating_orders_before_migrating_names_the_migration(tmp_path):
-    pytest.importorskip("flask_sqlalchemy")
+    require_module("flask_sqlalchemy", "sample")
     proc = run(["sample_monolith.shop.simulate", "--orders", "5", "--db", "sqlite:///shop.db",
                 "--mail-spool", "mail/inline.jsonl"], tmp_path)
     assert_one_line(proc)
