@@ -25,6 +25,14 @@ def _prefix() -> str:
     return f"e{uuid.uuid4().hex[:10]}-"
 
 
+def assert_one_event_comes_through(router, subscription) -> None:
+    """Publish one event with ``router``; the ephemeral ``subscription`` receives it."""
+    event = make_event()
+    assert router.publish([event])[0].ok
+    [got] = receive_all(subscription, 1, timeout=5, ack=False)
+    assert got.envelope.id == event.id
+
+
 # -- Redis ----------------------------------------------------------------------------------------
 
 
@@ -101,10 +109,7 @@ def test_amqp_an_ephemeral_group_is_an_exclusive_queue_gone_once_closed(amqp_pre
     sub = open_subscription(url, group=prefix + "g", destinations=[prefix + "order"], ephemeral=True)
     router = open_router(url, destinations=Destinations(prefix=prefix))
     try:
-        event = make_event()
-        assert router.publish([event])[0].ok
-        [got] = receive_all(sub, 1, timeout=5, ack=False)
-        assert got.envelope.id == event.id
+        assert_one_event_comes_through(router, sub)
         assert _amqp_queue_exists(url, prefix + "g")
     finally:
         sub.close()
@@ -267,10 +272,7 @@ def test_mqtt_an_ephemeral_group_is_a_clean_session_gone_once_closed():
     sub = open_subscription(url, group=prefix + "g", destinations=[prefix + "order"], ephemeral=True)
     router = open_router(url, destinations=Destinations(prefix=prefix))
     try:
-        event = make_event()
-        assert router.publish([event])[0].ok
-        [got] = receive_all(sub, 1, timeout=5, ack=False)
-        assert got.envelope.id == event.id
+        assert_one_event_comes_through(router, sub)
     finally:
         sub.close()
         router.close()
