@@ -75,8 +75,8 @@ def to_text(results: Sequence[FileResult]) -> str:
         lines.append(f"skipped {result.path}:{result.line}: {result.reason}")
     counts = summary(results)
     actions = ", ".join(f"{n} {a}" for a, n in counts["by_action"].items()) or "none"
-    lines.append(f"{_count(counts['sites'], 'state change')} in {_count(len(results), 'file')} ({actions}); "
-                 f"{_count(counts['skipped_files'], 'file')} skipped")
+    lines.append(f"{count_of(counts['sites'], 'state change')} in {count_of(len(results), 'file')} ({actions}); "
+                 f"{count_of(counts['skipped_files'], 'file')} skipped")
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +138,6 @@ def to_sarif(results: Sequence[FileResult], version: str = "0.1.0") -> str:
     return json.dumps(doc, indent=2)
 
 
-def _count(n: int, noun: str) -> str:
+def count_of(n: int, noun: str) -> str:
     """``1 file``, ``2 files``."""
     return f"{n} {noun}{'s' if n != 1 else ''}"

@@ -7,6 +7,7 @@ import os
 import click
 
 from codemods import runner
+from codemods.report import count_of
 from codemods.detect import KINDS
 
 from ..context import Problems, load
@@ -85,7 +86,7 @@ def command(ctx: click.Context, paths: tuple[str, ...], diff: bool, write: bool,
                f"{len(skipped)} files skipped", err=True)
     if decide or skipped:
         raise Problems(f"{len(decide)} site{'s need' if len(decide) != 1 else ' needs'} a decision, "
-                       f"{len(skipped)} file{'s' * (len(skipped) != 1)} skipped")
+                       f"{count_of(len(skipped), 'file')} skipped")
 
 
 def _writes(*, diff: bool, write: bool) -> bool:

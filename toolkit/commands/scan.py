@@ -54,10 +54,10 @@ def command(ctx: click.Context, paths: tuple[str, ...], fmt: str, as_json: bool,
         # Exit 1 for scripts and CI; not an error to a person: a first scan finds state changes to do.
         todo = []
         if open_sites:
-            todo.append(f"{open_sites} state change{'s' * (open_sites != 1)} without an emit: "
+            todo.append(f"{report.count_of(open_sites, 'state change')} without an emit: "
                         f"'strangler rewrite {' '.join(paths)}' shows the emits it would insert")
         if skipped:
-            todo.append(f"{skipped} file{'s' * (skipped != 1)} skipped: see the reasons above")
+            todo.append(f"{report.count_of(skipped, 'file')} skipped: see the reasons above")
         click.echo("; ".join(todo), err=True)
         ctx.exit(1)
 
